@@ -1,0 +1,1 @@
+"""Development and test only, never deployed: simulators, the local Functions host, the demo."""

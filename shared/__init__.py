@@ -1,0 +1,1 @@
+"""The co-sell connector: Partner Center referrals <-> Salesforce Opportunities."""
