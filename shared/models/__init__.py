@@ -1,0 +1,48 @@
+"""Pydantic models at the connector's boundaries: Partner Center payloads and the connector's own records.
+
+Importing this package loads pydantic: blueprint modules import it inside function bodies only.
+"""
+
+from shared.models.apitypes import ApiDateTime, format_api_datetime
+from shared.models.events import REFERRAL_EVENTS, WebhookEvent, WebhookEventName
+from shared.models.referral import (
+    AssistanceRequestCode,
+    Consent,
+    CustomerProfile,
+    Direction,
+    InviteContext,
+    Member,
+    Qualification,
+    Referral,
+    ReferralDetails,
+    ReferralPage,
+    ReferralStatus,
+    ReferralSubstatus,
+    ReferralType,
+    Requirements,
+    Solution,
+)
+
+__all__ = [
+    # Partner Center payloads
+    "ApiDateTime",
+    "AssistanceRequestCode",
+    "Consent",
+    "CustomerProfile",
+    "Direction",
+    "InviteContext",
+    "Member",
+    "Qualification",
+    "REFERRAL_EVENTS",
+    "Referral",
+    "ReferralDetails",
+    "ReferralPage",
+    "ReferralStatus",
+    "ReferralSubstatus",
+    "ReferralType",
+    "Requirements",
+    "Solution",
+    "WebhookEvent",
+    "WebhookEventName",
+    "format_api_datetime",
+]
