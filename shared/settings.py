@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -54,9 +54,9 @@ class Settings(BaseSettings):
     salesforce_api_version: str = "64.0"
 
     # The connector
-    cosell_storage: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("COSELL_STORAGE", "AzureWebJobsStorage")
-    )
+    cosell_storage: SecretStr | None = None
+    """The connector's storage account; empty means the same as AzureWebJobsStorage (see `storage`)."""
+    azurewebjobsstorage: SecretStr | None = None
     cosell_mapping_file: str = "mappings/salesforce.json"
     cosell_sf_poll_schedule: str = "0 */1 * * * *"
     cosell_pc_reconcile_schedule: str = "0 */15 * * * *"
@@ -99,6 +99,15 @@ class Settings(BaseSettings):
                 "or the Function App's application settings"
             )
         return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    @property
+    def storage(self) -> str:
+        """The storage connection string: COSELL_STORAGE, else AzureWebJobsStorage."""
+        for value in (self.cosell_storage, self.azurewebjobsstorage):
+            if value is not None and value.get_secret_value():
+                return value.get_secret_value()
+        raise ConfigError("setting COSELL_STORAGE (or AzureWebJobsStorage) is not set: add a storage connection "
+                          "string to local.settings.json (Values) or the Function App's application settings")
 
     @property
     def forward_urls(self) -> list[str]:

@@ -1,0 +1,14 @@
+"""The Azure Functions entry point: only wiring.
+
+Each blueprint in shared/functions/ holds thin triggers that call shared/sync. Nothing here (or in the
+blueprint modules) imports an SDK at load time, so a cold start costs little more than azure.functions.
+"""
+
+import azure.functions as func
+
+from shared.functions import health
+
+app = func.FunctionApp()
+
+for blueprint in (health.bp,):
+    app.register_functions(blueprint)

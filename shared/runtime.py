@@ -1,0 +1,47 @@
+"""The lazily built, process-wide clients the functions share.
+
+Why lazy: `function_app.py` must import fast (cold start), and a route that only needs storage must not
+fail because a Salesforce setting is missing. Each client is built on first use and then reused across
+invocations, as the Functions worker keeps the process alive.
+"""
+
+from __future__ import annotations
+
+import functools
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+    from shared.store import QueueSender, Store
+
+
+class Services:
+    """Everything a trigger needs, built on first use."""
+
+    @cached_property
+    def settings(self) -> Settings:
+        from shared.settings import get_settings
+
+        return get_settings()
+
+    @cached_property
+    def store(self) -> Store:
+        from shared.store import Store
+
+        return Store.from_settings(self.settings)
+
+    @cached_property
+    def queues(self) -> QueueSender:
+        from shared.store import QueueSender
+
+        return QueueSender.from_settings(self.settings)
+
+
+@functools.cache
+def services() -> Services:
+    """The one `Services` of this process (tests call `services.cache_clear()` to start over)."""
+    return Services()
+
+
+__all__ = ["Services", "services"]

@@ -1,0 +1,72 @@
+"""Sending work to the Storage queues that the queue-triggered functions read.
+
+Messages are small JSON documents ("look at referral X"), base64-encoded because that is what the
+Functions host expects by default (host.json `messageEncoding`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
+
+from shared.errors import Unavailable
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+REFERRAL_QUEUE = "referral-changes"
+OPPORTUNITY_QUEUE = "opportunity-changes"
+FORWARD_QUEUE = "webhook-forward"
+
+_CLIENT_OPTIONS = {"retry_total": 3, "retry_backoff_factor": 0.5, "connection_timeout": 5, "read_timeout": 30}
+
+
+class QueueSender:
+    """Puts JSON messages on named queues, creating a queue the first time it is used."""
+
+    def __init__(self, service: QueueServiceClient) -> None:
+        self._service = service
+        self._clients: dict[str, QueueClient] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> QueueSender:
+        return cls(QueueServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueueSender:
+        return cls.from_connection_string(settings.storage)
+
+    def _client(self, queue: str) -> QueueClient:
+        with self._lock:
+            client = self._clients.get(queue)
+            if client is None:
+                client = self._service.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy())
+                self._clients[queue] = client
+            return client
+
+    def send(self, queue: str, payload: dict[str, Any], *, delay_seconds: int | None = None) -> None:
+        """Enqueue one message; `delay_seconds` hides it for that long (a retry with back-off)."""
+        client = self._client(queue)
+        body = json.dumps(payload, separators=(",", ":"))
+        try:
+            try:
+                client.send_message(body, visibility_timeout=delay_seconds)
+            except ResourceNotFoundError:
+                try:
+                    client.create_queue()
+                except ResourceExistsError:
+                    pass
+                client.send_message(body, visibility_timeout=delay_seconds)
+        except ServiceRequestError:
+            raise Unavailable(
+                f"Queue storage is not reachable at {self._service.url}: start Azurite (`make run` does) "
+                "or check the COSELL_STORAGE / AzureWebJobsStorage setting"
+            ) from None
+
+
+__all__ = ["FORWARD_QUEUE", "OPPORTUNITY_QUEUE", "REFERRAL_QUEUE", "QueueSender"]
