@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     partner_center_api_url: str = "https://api.partner.microsoft.com/v1.0/engagements"
     partner_center_webhooks_url: str = "https://api.partnercenter.microsoft.com/webhooks/v1"
     partner_center_authority: str = "https://login.microsoftonline.com"
-    partner_center_webhook_cert_hosts: str = "*.blob.core.windows.net"
+    partner_center_webhook_cert_hosts: str = "3psostorageacct.blob.core.windows.net"
+    """Hosts a webhook signing certificate may come from. The default is the host Microsoft's webhook
+    reference shows in X-MS-Certificate-Url; a `*.blob.core.windows.net` wildcard would admit any storage
+    account, anyone's."""
     partner_center_webhook_ca_bundle: str | None = None
 
     # Salesforce
@@ -62,6 +65,8 @@ class Settings(BaseSettings):
     cosell_pc_reconcile_schedule: str = "0 */15 * * * *"
     cosell_dry_run: bool = False
     cosell_local_function_key: SecretStr | None = None
+    cosell_webhook_function_key: SecretStr | None = None
+    """The events function's key, added as ?code= to the default webhook URL (Azure: the function key)."""
     cosell_public_url: str | None = None
     """Base URL of this app as Partner Center reaches it (defaults to https://$WEBSITE_HOSTNAME)."""
     cosell_webhook_forward_urls: str = ""
