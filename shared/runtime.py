@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from shared.partner_center import PartnerCenterClient, WebhookRegistrationClient, WebhookVerifier
     from shared.settings import Settings
     from shared.store import QueueSender, Store
 
@@ -36,6 +37,25 @@ class Services:
         from shared.store import QueueSender
 
         return QueueSender.from_settings(self.settings)
+
+    @cached_property
+    def partner_center(self) -> PartnerCenterClient:
+        from shared.partner_center import PartnerCenterClient
+
+        return PartnerCenterClient.from_settings(self.settings, store=self.store)
+
+    @cached_property
+    def webhooks(self) -> WebhookRegistrationClient:
+        from shared.partner_center import WebhookRegistrationClient
+
+        return WebhookRegistrationClient.from_settings(self.settings)
+
+    @cached_property
+    def webhook_verifier(self) -> WebhookVerifier:
+        """Kept for the process so fetched signing certificates stay cached between deliveries."""
+        from shared.partner_center import WebhookVerifier
+
+        return WebhookVerifier.from_settings(self.settings)
 
 
 @functools.cache

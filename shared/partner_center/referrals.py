@@ -1,0 +1,197 @@
+"""`PartnerCenterClient`: the referrals (engagements) API, in the handbook's terms.
+
+Why the methods look like this: the sync layer needs exactly four things from Partner Center (list what
+changed, read one with its ETag, create one, patch fields with If-Match) and must never page eagerly or
+retry a create blindly. Retries, throttling and errors are the transport's; this module only knows URLs,
+headers and models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, ConfigDict
+
+from shared.errors import AuthExpired, InvalidInput
+from shared.models.apitypes import format_api_datetime
+from shared.models.referral import Direction, Referral, ReferralPage
+from shared.partner_center.token import RefreshTokenCredential
+from shared.partner_center.transport import ApiTransport, RetryPolicy, TimeoutSession
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+    from shared.store import Store
+
+
+class PatchOperation(BaseModel):
+    """One JSON Patch operation; Partner Center takes `replace` and `add` only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    op: Literal["replace", "add"]
+    path: str
+    value: Any
+
+    @classmethod
+    def replace(cls, path: str, value: Any) -> PatchOperation:
+        return cls(op="replace", path=path, value=value)
+
+    @classmethod
+    def add(cls, path: str, value: Any) -> PatchOperation:
+        return cls(op="add", path=path, value=value)
+
+
+def odata_quote(value: str) -> str:
+    """An OData string literal: single quotes, doubled inside."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def odata_filter(*, updated_since: dt.datetime | None = None, created_since: dt.datetime | None = None,
+                 status: str | None = None, substatus: str | None = None, direction: str | None = None,
+                 engagement_id: str | None = None) -> str | None:
+    """A `$filter` on the fields the API filters by, the given conditions joined with `and`."""
+    clauses = []
+    if updated_since is not None:
+        clauses.append(f"updatedDateTime ge {format_api_datetime(updated_since)}")
+    if created_since is not None:
+        clauses.append(f"createdDateTime ge {format_api_datetime(created_since)}")
+    for field, value in (("status", status), ("substatus", substatus), ("direction", direction),
+                         ("engagementId", engagement_id)):
+        if value is not None:
+            clauses.append(f"{field} eq {odata_quote(str(getattr(value, 'value', value)))}")
+    return " and ".join(clauses) or None
+
+
+class PartnerCenterClient:
+    """The referrals API.
+
+    Args:
+        transport: authenticated, retried HTTP to `PARTNER_CENTER_API_URL`.
+        credential: the App+User credential, told when the API refuses its token (token health).
+    """
+
+    def __init__(self, transport: ApiTransport, *, credential: RefreshTokenCredential | None = None) -> None:
+        self.transport = transport
+        self.credential = credential
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, store: Store, session: requests.Session | None = None,
+                      retry: RetryPolicy | None = None) -> PartnerCenterClient:
+        """Build the client: refresh-token credential persisted in `store`, rate limit from settings."""
+        session = session or TimeoutSession()
+        credential = RefreshTokenCredential.from_settings(settings, session, secrets=store.secrets,
+                                                          status=store.status)
+        transport = ApiTransport(settings.partner_center_api_url, credential, session=session,
+                                 rate_limit=settings.cosell_pc_rate_limit, retry=retry, api="Partner Center referrals")
+        return cls(transport, credential=credential)
+
+    @property
+    def last_request_id(self) -> str | None:
+        """The request-id of this thread's last answer (for the sync log)."""
+        return self.transport.last_request_id
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.transport.request(method, path, **kwargs)
+        except AuthExpired as exc:
+            if self.credential is not None:
+                self.credential.record_api_refusal(exc)
+            raise
+
+    def iter_pages(self, *, filter: str | None = None, orderby: str | None = None,
+                   top: int | None = None) -> Iterator[ReferralPage]:
+        """Pages of `GET /referrals`, following `@odata.nextLink` until it is absent.
+
+        Args:
+            filter: an OData `$filter` (see `odata_filter`).
+            orderby: e.g. `updatedDateTime asc`.
+            top: page size.
+        """
+        query = [(name, value) for name, value in (("$filter", filter), ("$orderby", orderby),
+                                                   ("$top", None if top is None else str(top))) if value]
+        link: str | None = "referrals" + ("?" + "&".join(f"{name}={quote(value, safe=chr(39) + ':,()')}"
+                                                          for name, value in query) if query else "")
+        seen: set[str] = set()
+        while link:
+            if link in seen:
+                raise InvalidInput(f"Partner Center returned the same nextLink twice ({link[:120]}): paging stopped")
+            seen.add(link)
+            page = ReferralPage.model_validate(self._request("GET", link).json())
+            yield page
+            link = page.next_link
+
+    def list_referrals(self, *, filter: str | None = None, orderby: str | None = None,
+                       top: int | None = None) -> Iterator[Referral]:
+        """Every referral matching `filter`, page after page, lazily."""
+        for page in self.iter_pages(filter=filter, orderby=orderby, top=top):
+            yield from page.value
+
+    def get_referral(self, referral_id: str) -> Referral:
+        """One referral with its ETag (from the body, or the `ETag` header when the body lacks it).
+
+        Raises:
+            NotFound: no such referral.
+        """
+        response = self._request("GET", f"referrals/{quote(referral_id, safe='')}")
+        referral = Referral.model_validate(response.json())
+        if referral.e_tag is None and response.headers.get("ETag"):
+            referral.e_tag = response.headers["ETag"]
+        return referral
+
+    def create_referral(self, referral: Referral) -> Referral:
+        """Create a referral (`POST /referrals`); never retried after a 5xx or a lost connection.
+
+        The caller owns idempotency: write a create intent first and put the Salesforce Opportunity Id in
+        `externalReferenceId`, then resolve an unfinished intent with `find_outgoing_by_external_reference`.
+        """
+        body = referral.to_api()
+        for read_only in ("id", "eTag", "createdDateTime", "updatedDateTime", "expirationDateTime"):
+            body.pop(read_only, None)
+        response = self._request("POST", "referrals", json=body, idempotent=False)
+        return Referral.model_validate(response.json())
+
+    def update_referral(self, referral_id: str, operations: Iterable[PatchOperation], *,
+                        etag: str | None) -> Referral:
+        """Apply JSON Patch operations; with `etag`, only if the referral is unchanged since it was read.
+
+        Returns:
+            The referral as it is after the change (`Prefer: return=representation`).
+
+        Raises:
+            Conflict: the ETag is stale (412): re-read, re-merge, try again.
+            InvalidInput: the service refused the change (e.g. a transition the state machine forbids).
+        """
+        ops = [op.model_dump(mode="json") for op in operations]
+        if not ops:
+            raise InvalidInput("a referral update needs at least one operation")
+        headers = {"Content-Type": "application/json-patch+json", "Prefer": "return=representation"}
+        if etag:
+            headers["If-Match"] = etag
+        path = f"referrals/{quote(referral_id, safe='')}"
+        response = self._request("PATCH", path, json=ops, headers=headers)
+        if response.status_code == 204 or not response.content:
+            return self.get_referral(referral_id)
+        referral = Referral.model_validate(response.json())
+        if referral.e_tag is None and response.headers.get("ETag"):
+            referral.e_tag = response.headers["ETag"]
+        return referral
+
+    def find_outgoing_by_external_reference(self, external_reference_id: str, *,
+                                            created_since: dt.datetime) -> Referral | None:
+        """The outgoing referral created since `created_since` that carries this external reference id.
+
+        Why: the API cannot filter on `externalReferenceId`, yet a create intent left by a crash must be
+        resolved before any second POST. Listing recent outgoing referrals is the proof either way.
+        """
+        referrals = self.list_referrals(
+            filter=odata_filter(created_since=created_since, direction=Direction.OUTGOING),
+            orderby="createdDateTime desc",
+        )
+        return next((r for r in referrals if r.external_reference_id == external_reference_id), None)
+
+
+__all__ = ["PartnerCenterClient", "PatchOperation", "odata_filter", "odata_quote"]
