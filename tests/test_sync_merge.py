@@ -135,3 +135,66 @@ def test_a_bug_is_retried_then_kept_with_a_reason_that_hides_details() -> None:
 
 def test_conflict_is_retried() -> None:
     assert isinstance(decide(Conflict("412"), attempt=1, max_attempts=3), Retry)
+
+
+# The referral life cycle (shared/sync/lifecycle.py)
+from shared.sync.lifecycle import Refused, plan_transition  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "steps"),
+    [
+        (("New", "Received"), ("Active", "Accepted"), [("Active", "Accepted")]),
+        (("New", "Received"), ("Closed", "Declined"), [("Closed", "Declined")]),
+        (("New", "Received"), ("Closed", "Lost"), [("Closed", "Declined")]),
+        (("New", "Pending"), ("Closed", "Won"), [("Active", "Accepted"), ("Closed", "Won")]),
+        (("Active", "Accepted"), ("Closed", "Won"), [("Closed", "Won")]),
+        (("Active", "Accepted"), ("Closed", "Lost"), [("Closed", "Lost")]),
+        (("Active", "Accepted"), ("Active", "Accepted"), []),
+        (("New", "Received"), ("New", "Pending"), []),
+    ],
+)
+def test_seller_moves_become_legal_partner_center_steps(current, target, steps) -> None:
+    assert plan_transition(current, target) == steps
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "words"),
+    [
+        (("Closed", "Won"), ("Active", "Accepted"), "already closed (Won)"),
+        (("Closed", "Expired"), ("Closed", "Won"), "already closed (Expired)"),
+        (("Active", "Accepted"), ("New", "Received"), "cannot go back"),
+        (("Active", "Accepted"), ("Closed", "Declined"), "does not allow Active/Accepted -> Closed/Declined"),
+        (("New", "Received"), ("Closed", "Expired"), "only Partner Center expires"),
+    ],
+)
+def test_illegal_moves_are_refused_in_plain_words(current, target, words) -> None:
+    decision = plan_transition(current, target)
+    assert isinstance(decision, Refused) and words in decision.reason
+
+
+# The Audit trail (shared/sync/audit.py)
+from shared.sync.audit import MAX_CHARS, MAX_LINES, add_line  # noqa: E402
+
+
+def test_audit_puts_the_newest_line_first_with_a_mark() -> None:
+    first = add_line(None, "Referral created in Partner Center", ok=True, now=T0)
+    second = add_line(first, "Add a customer contact", ok=False, now=T1)
+    assert second is not None
+    assert second.splitlines() == ["2026-11-20 10:05 UTC ✖ Add a customer contact",
+                                   "2026-11-20 10:00 UTC ✔ Referral created in Partner Center"]
+
+
+def test_audit_does_not_repeat_the_newest_message() -> None:
+    text = add_line(None, "Add a customer contact", ok=False, now=T0)
+    assert add_line(text, "Add a  customer contact", ok=False, now=T1) is None
+    assert add_line(text, "Add a customer contact", ok=True, now=T1) is not None
+
+
+def test_audit_stays_within_the_field() -> None:
+    text = None
+    for index in range(MAX_LINES + 10):
+        text = add_line(text, f"update {index} " + "x" * 2000, ok=True, now=T0) or text
+    assert text is not None and len(text) <= MAX_CHARS
+    assert text.splitlines()[0].startswith("2026-11-20 10:00 UTC ✔ update 49")
+    assert len(text.splitlines()) <= MAX_LINES
