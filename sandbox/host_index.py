@@ -1,0 +1,137 @@
+"""The app's functions as the local host sees them, and how one invocation runs and is logged.
+
+Why azure.functions' own indexing API (`get_functions()`, `get_trigger()`, ...): it is what the real
+Python worker calls, so defaults (route = function name, the app's auth level) and errors (a function
+without a trigger, two functions with one name) are the real ones, not our reading of the decorators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+
+from shared.errors import ConfigError
+
+log = logging.getLogger("sandbox.host")
+
+HTTP, TIMER, QUEUE = "httpTrigger", "timerTrigger", "queueTrigger"
+_HTTP_OUTPUT = "http"
+_indexed: weakref.WeakKeyDictionary[func.FunctionApp, list[HostedFunction]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class HostedFunction:
+    """One function of the app: its name, its trigger binding, and how to call it.
+
+    Attributes:
+        trigger: the azure.functions trigger object (HttpTrigger, TimerTrigger, QueueTrigger), read for
+            its settings (route, schedule, queue_name, ...).
+        argument: the user function's parameter that receives the trigger value (the binding's `name`).
+    """
+
+    name: str
+    trigger: Any
+    argument: str
+    user_function: Callable[..., Any]
+
+    @property
+    def kind(self) -> str:
+        return self.trigger.type
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one invocation produced: a result or the exception it raised, and how long it took."""
+
+    invocation_id: str
+    result: Any
+    error: Exception | None
+    duration_ms: float
+
+
+def index_app(app: func.FunctionApp) -> list[HostedFunction]:
+    """The app's functions, checked for what the local host can run.
+
+    Why cached per app: `FunctionApp.get_functions()` records names to reject duplicates, so a second
+    call on the same app object reports every function as a duplicate; the real worker calls it once.
+
+    Raises:
+        ConfigError: a trigger or binding the local host does not run, or a parameter it cannot fill.
+    """
+    if app not in _indexed:
+        try:
+            functions = app.get_functions()
+        except ValueError as exc:  # the library's own indexing errors (no trigger, duplicate name)
+            raise ConfigError(f"the app does not index: {exc}") from None
+        _indexed[app] = [_hosted(function) for function in functions]
+    return _indexed[app]
+
+
+def _hosted(function: Any) -> HostedFunction:
+    name = function.get_function_name()
+    trigger = function.get_trigger()
+    if trigger.type not in (HTTP, TIMER, QUEUE):
+        raise ConfigError(f"function {name}: the local host runs http, timer and queue triggers, not {trigger.type}")
+    for binding in function.get_bindings():
+        if binding is not trigger and binding.type != _HTTP_OUTPUT:
+            raise ConfigError(f"function {name}: the local host does not run {binding.type} bindings "
+                              f"({binding.name!r}); use the SDK through shared/runtime.py instead")
+    user_function = function.get_user_function()
+    parameters = inspect.signature(user_function).parameters
+    if trigger.name not in parameters:
+        raise ConfigError(f"function {name}: its trigger binding is named {trigger.name!r} but the Python "
+                          f"function has no parameter of that name")
+    unfilled = [p for p, spec in parameters.items() if p != trigger.name and spec.default is inspect.Parameter.empty
+                and spec.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    if unfilled:
+        raise ConfigError(f"function {name}: the local host passes only {trigger.name!r}, "
+                          f"not {', '.join(unfilled)}")
+    return HostedFunction(name, trigger, trigger.name, user_function)
+
+
+def invoke(function: HostedFunction, value: Any) -> Outcome:
+    """Call the user function with its trigger value; async functions get their own event loop.
+
+    An exception is caught and returned, never raised: like the real host, one failing invocation
+    must not take the host down. Its traceback is logged at debug level (`--verbose`).
+    """
+    invocation_id = str(uuid.uuid4())
+    started = time.perf_counter()
+    result: Any = None
+    error: Exception | None = None
+    try:
+        result = function.user_function(**{function.argument: value})
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything; the host reports it
+        error = exc
+        log.debug("Exception in %s (invocation %s)", function.name, invocation_id, exc_info=True)
+    return Outcome(invocation_id, result, error, (time.perf_counter() - started) * 1000)
+
+
+def log_invocation(function: HostedFunction, outcome: Outcome, detail: str, result: str | None = None) -> None:
+    """The one line per invocation: function, trigger, what it was about, result, duration, ids.
+
+    Args:
+        detail: trigger-specific context without secrets (method and path without the query string,
+            queue name and message id, ...).
+        result: the outcome in words; "Succeeded"/"Failed" when not given.
+    """
+    words = result or ("Failed" if outcome.error else "Succeeded")
+    if outcome.error is not None:
+        words += f" ({type(outcome.error).__name__}: {str(outcome.error)[:200]})"
+    level = logging.ERROR if outcome.error is not None else logging.INFO
+    log.log(level, "Executed %s [%s %s] %s in %.0f ms (invocation %s)", function.name, function.kind, detail,
+            words, outcome.duration_ms, outcome.invocation_id)
+
+
+__all__ = ["HTTP", "QUEUE", "TIMER", "HostedFunction", "Outcome", "index_app", "invoke", "log_invocation"]

@@ -1,0 +1,1 @@
+"""Small Function apps the local-host tests run (never deployed)."""
