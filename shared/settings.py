@@ -15,13 +15,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 """The folder holding function_app.py: relative paths in settings (the mapping file) start here."""
+
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+"""How an app setting that App Service resolves from Key Vault starts (infra/main.bicep writes them)."""
 
 
 class Settings(BaseSettings):
@@ -78,6 +81,16 @@ class Settings(BaseSettings):
     cosell_max_attempts: int = Field(default=5, ge=1)
     """Sync attempts for one record before it goes to the dead letters."""
     website_hostname: str | None = None
+    cosell_storage__accountname: str | None = None
+    """COSELL_STORAGE__accountName: reach the connector's tables and queues with the app's managed identity
+    instead of a key, spelled as the Functions runtime's identity-based connections (shared/store/connection.py)."""
+    cosell_storage__tableserviceuri: str | None = None
+    """COSELL_STORAGE__tableServiceUri: the Table endpoint of that identity-based connection (other clouds)."""
+    cosell_storage__queueserviceuri: str | None = None
+    """COSELL_STORAGE__queueServiceUri: the Queue endpoint of that identity-based connection."""
+    cosell_keyvault_url: str | None = None
+    """Key Vault URL: when set, the connector keeps its own secrets (the rotated Partner Center refresh token)
+    there instead of in Table Storage (shared/keyvault.py)."""
 
     @field_validator("partner_center_api_url", "partner_center_webhooks_url", "partner_center_authority",
                      "salesforce_login_url")
@@ -86,6 +99,16 @@ class Settings(BaseSettings):
         if not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
         return value.rstrip("/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unresolved_key_vault_references_are_unset(cls, data: Any) -> Any:
+        """App Service passes an app setting whose Key Vault reference it could not resolve (secret not set
+        yet, role not granted yet) as the reference's own text: read that as unset, never as the secret."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items()
+                    if not (isinstance(value, str) and value.startswith(KEY_VAULT_REFERENCE))}
+        return data
 
     def require(self, name: str) -> Any:
         """Return a setting that this code path cannot do without, or say plainly which one is missing.
