@@ -33,13 +33,15 @@ _LEASE_SECONDS = 300
 _MIN_POLL_SECONDS = 0.1
 _DEFAULT_CONNECTION = "AzureWebJobsStorage"
 _COSELL_CONNECTION = "COSELL_STORAGE"
+_IDENTITY_KEYS = ("accountName", "queueServiceUri")
 
 
 def connection_string(setting: str | None, env: Mapping[str, str], function: str) -> str:
     """The connection string a trigger's `connection` names.
 
     Why the COSELL_STORAGE fallback: the connector's settings document that COSELL_STORAGE defaults
-    to AzureWebJobsStorage, and the local host must agree with them.
+    to AzureWebJobsStorage, and the local host must agree with them. An identity-based connection
+    (`<name>__accountName`) would win over that fallback on Azure, so here it is an error, not ignored.
     """
     names = [setting or _DEFAULT_CONNECTION]
     if names[0] == _COSELL_CONNECTION:
@@ -47,6 +49,9 @@ def connection_string(setting: str | None, env: Mapping[str, str], function: str
     for name in names:
         if env.get(name):
             return env[name]
+        if identity := next((f"{name}__{key}" for key in _IDENTITY_KEYS if env.get(f"{name}__{key}")), None):
+            raise ConfigError(f"function {function}: {identity} asks for an identity-based connection, which "
+                              f"only Azure provides: locally, leave it empty and set {name} to a connection string")
     raise ConfigError(f"function {function}: connection setting {' or '.join(names)} is not set: add the "
                       "storage connection string to local.settings.json (Values) or the environment")
 

@@ -1,0 +1,315 @@
+"""The local Functions host against the real Azurite: HTTP routes and keys, timers, queues and poison,
+configuration errors, clean shutdown.
+
+HTTP behaviour is checked in-process (`FunctionHost`); timers and queues through the `function_host`
+fixture, i.e. `python -m sandbox.host` as a process, as developers and the other tests run it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from sandbox.azurite import ACCOUNT, ACCOUNT_KEY, free_port
+from sandbox.host import FunctionHost, main
+from sandbox.host_queues import connection_string
+from shared.errors import ConfigError
+from tests.apps.host_sample_app import app as sample_app
+from tests.fixtures.host import ROOT
+
+SAMPLE = "tests.apps.host_sample_app:app"
+KEY = "local-test-key"
+NEVER = "0 0 0 1 JAN *"
+FAST_QUEUES = {"version": "2.0", "extensions": {"queues": {
+    "maxDequeueCount": 3, "visibilityTimeout": "00:00:00", "maxPollingInterval": "00:00:00.200", "batchSize": 8}}}
+
+
+def unique_queue() -> str:
+    return "host-" + uuid.uuid4().hex[:12]
+
+
+def sample_env(markers: Path, queue: str, schedule: str = NEVER) -> dict[str, str]:
+    return {"HOST_SAMPLE_MARKERS": str(markers), "HOST_SAMPLE_SCHEDULE": schedule, "HOST_SAMPLE_QUEUE": queue}
+
+
+def records(markers: Path, kind: str) -> list[dict[str, Any]]:
+    path = markers / f"{kind}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+def queue_client(azurite: str, name: str, *, encoded: bool = True) -> QueueClient:
+    if encoded:
+        return QueueClient.from_connection_string(azurite, name, message_encode_policy=TextBase64EncodePolicy(),
+                                                  message_decode_policy=TextBase64DecodePolicy())
+    return QueueClient.from_connection_string(azurite, name)
+
+
+def peek(client: QueueClient) -> list[Any]:
+    """The visible messages of a queue; none when the queue does not exist (yet)."""
+    try:
+        return list(client.peek_messages(max_messages=32))
+    except ResourceNotFoundError:
+        return []
+
+
+@pytest.fixture(scope="module")
+def keyed_host(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FunctionHost]:
+    """The sample app in-process, with COSELL_LOCAL_FUNCTION_KEY set (so function-level routes need it).
+
+    The host reads its settings at start; they are removed again once the startup run of the timer has
+    written its marker, so they do not leak into the other tests of this module.
+    """
+    markers = tmp_path_factory.mktemp("markers")
+    env = {**sample_env(markers, unique_queue()), "AzureWebJobsStorage": azurite, "COSELL_LOCAL_FUNCTION_KEY": KEY}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        host = FunctionHost(sample_app).start()
+        wait_until(lambda: records(markers, "tick"), what="the startup run of the timer")
+    yield host
+    host.stop()
+
+
+# --- HTTP -------------------------------------------------------------------------------------------------
+
+def test_anonymous_route_gets_its_route_parameter_without_a_key(keyed_host: FunctionHost) -> None:
+    response = requests.get(f"{keyed_host.url}/api/hello/Ada", timeout=5)
+    assert response.status_code == 200
+    assert response.text == "Hello, Ada"
+    assert response.headers["X-Sample"] == "yes"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_function_level_route_needs_the_key_as_code_or_header(keyed_host: FunctionHost) -> None:
+    url = f"{keyed_host.url}/api/items/42"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, params={"code": "wrong"}, timeout=5).status_code == 401
+    by_code = requests.get(url, params={"code": KEY, "x": "1"}, timeout=5)
+    by_header = requests.delete(url, headers={"x-functions-key": KEY}, timeout=5)
+    assert by_code.status_code == by_header.status_code == 200
+    assert by_code.json() == {"route": {"id": "42"}, "method": "GET", "params": {"code": KEY, "x": "1"}}
+    assert by_code.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert by_header.json()["method"] == "DELETE"
+
+
+def test_optional_route_parameter_may_be_left_out(keyed_host: FunctionHost) -> None:
+    response = requests.get(f"{keyed_host.url}/api/items", params={"code": KEY}, timeout=5)
+    assert response.json()["route"] == {}
+
+
+def test_literal_route_wins_over_a_parameter_and_inherits_the_apps_auth_level(keyed_host: FunctionHost) -> None:
+    assert requests.get(f"{keyed_host.url}/api/items/new", timeout=5).status_code == 401
+    response = requests.get(f"{keyed_host.url}/api/items/new", params={"code": KEY}, timeout=5)
+    assert response.text == "the literal route"
+
+
+def test_unknown_route_is_404_and_wrong_method_is_405(keyed_host: FunctionHost) -> None:
+    assert requests.get(f"{keyed_host.url}/api/nothing/here", timeout=5).status_code == 404
+    assert requests.get(f"{keyed_host.url}/hello/Ada", timeout=5).status_code == 404  # no /api prefix
+    response = requests.post(f"{keyed_host.url}/api/hello/Ada", timeout=5)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET"
+
+
+def test_async_function_gets_the_body_and_sets_the_status(keyed_host: FunctionHost) -> None:
+    response = requests.post(f"{keyed_host.url}/api/echo", data=b"\x00binary\xff", timeout=5)
+    assert response.status_code == 201
+    assert response.content == b"\x00binary\xff"
+    assert response.headers["Content-Type"] == "application/octet-stream"
+
+
+def test_an_exception_is_a_500_with_a_short_body_and_one_log_line(
+        keyed_host: FunctionHost, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="sandbox.host"):
+        response = requests.get(f"{keyed_host.url}/api/boom", headers={"x-request-id": "req-123"}, timeout=5)
+    assert response.status_code == 500
+    assert len(response.content) < 100 and b"RuntimeError" not in response.content
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Executed boom")]
+    assert "GET /api/boom" in line and "-> 500" in line and "request-id req-123" in line
+    assert "RuntimeError: the sample function fails on purpose" in line and " ms " in line
+
+
+def test_the_key_never_reaches_the_log(keyed_host: FunctionHost, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="sandbox.host"):
+        requests.get(f"{keyed_host.url}/api/items/7", params={"code": KEY}, timeout=5)
+        requests.get(f"{keyed_host.url}/api/items/7", params={"code": "guess"}, timeout=5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("Executed item" in m and "GET /api/items/7" in m for m in messages)
+    assert any("-> 401" in m for m in messages)
+    assert not any(KEY in m or "guess" in m for m in messages)
+
+
+def test_without_a_key_setting_function_routes_are_open(function_host: Callable[..., Any], tmp_path: Path) -> None:
+    host = function_host(SAMPLE, env={**sample_env(tmp_path, unique_queue()), "COSELL_LOCAL_FUNCTION_KEY": None})
+    assert requests.get(f"{host.url}/api/items/1", timeout=5).json()["route"] == {"id": "1"}
+    assert host.stop() == 0
+    assert "Host stopped" in host.log()
+
+
+def test_the_real_function_app_is_served(function_host: Callable[..., Any]) -> None:
+    host = function_host(settings_file=ROOT / "local.settings.example.json")
+    response = requests.get(f"{host.url}/api/health", timeout=10)
+    assert response.status_code == 200 and response.json()["storage"] == "ok"
+    host.wait_for_log(r"Executed health \[httpTrigger GET /api/health\] -> 200")
+
+
+# --- timers ------------------------------------------------------------------------------------------------
+
+def test_timer_runs_on_startup_then_on_its_schedule(function_host: Callable[..., Any], tmp_path: Path) -> None:
+    host = function_host(SAMPLE, env=sample_env(tmp_path, unique_queue(), schedule="* * * * * *"))
+    ticks = wait_until(lambda: len(found := records(tmp_path, "tick")) >= 4 and found, what="four ticks")
+    assert host.stop() == 0
+    assert all(tick["past_due"] is False for tick in ticks)
+    scheduled = [tick["at"] for tick in ticks[1:]]
+    assert len({int(moment) for moment in scheduled}) == len(scheduled), "one scheduled run per second"
+    assert all(later - earlier > 0.5 for earlier, later in zip(scheduled, scheduled[1:]))
+    assert "Executed tick [timerTrigger * * * * * *] Succeeded" in host.log()
+
+
+# --- queues ------------------------------------------------------------------------------------------------
+
+def test_failing_message_goes_to_poison_after_max_dequeue_count_tries(
+        function_host: Callable[..., Any], azurite: str, tmp_path: Path) -> None:
+    queue = unique_queue()
+    host = function_host(SAMPLE, env=sample_env(tmp_path, queue), host_json=FAST_QUEUES)
+    sent = queue_client(azurite, queue).send_message("fail")
+    queue_client(azurite, queue, encoded=False).send_message("not base64!")
+    poison = queue_client(azurite, f"{queue}-poison", encoded=False)
+    moved = wait_until(lambda: len(found := peek(poison)) >= 2 and found, what="two poison messages")
+    assert sorted(message.content for message in moved) == sorted(["ZmFpbA==", "not base64!"])  # bodies unchanged
+    tries = [r for r in records(tmp_path, "work") if r["id"] == sent.id]
+    assert [t["dequeue_count"] for t in tries] == [1, 2, 3]
+    assert len(records(tmp_path, "work")) == 3, "the non-base64 message never reached the function"
+    assert not peek(queue_client(azurite, queue))
+    host.wait_for_log(rf"Moved message {sent.id} of queue {queue} to {queue}-poison: it failed 3 times")
+
+
+def test_good_messages_are_processed_once_in_parallel_and_deleted(
+        function_host: Callable[..., Any], azurite: str, tmp_path: Path) -> None:
+    queue = unique_queue()
+    client = queue_client(azurite, queue)
+    client.create_queue()
+    bodies = [f"slow-{n}" for n in range(4)]
+    for body in bodies:
+        client.send_message(body)
+    host = function_host(SAMPLE, env=sample_env(tmp_path, queue), host_json=FAST_QUEUES)
+    done = wait_until(lambda: len(found := records(tmp_path, "work")) >= 4 and found, what="four messages")
+    wait_until(lambda: not peek(client), what="an empty queue")
+    time.sleep(0.5)  # a message that was not deleted would come back right away (visibilityTimeout 0)
+    assert sorted(r["body"] for r in records(tmp_path, "work")) == bodies
+    assert {r["dequeue_count"] for r in done} == {1}
+    assert max(r["started"] for r in done) < min(r["at"] for r in done), "the batch ran in parallel"
+    assert len({r["thread"] for r in done}) == 4
+    with pytest.raises(ResourceNotFoundError):  # nothing was ever poisoned, so the host never created it
+        queue_client(azurite, f"{queue}-poison").get_queue_properties()
+    assert host.stop() == 0
+
+
+# --- configuration errors and shutdown ---------------------------------------------------------------------
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["--app", SAMPLE, "--port", "0", *args])
+    error = capsys.readouterr().err.strip()
+    return code, error
+
+
+@pytest.fixture
+def sample_settings(monkeypatch: pytest.MonkeyPatch, azurite: str, tmp_path: Path) -> dict[str, str]:
+    env = {**sample_env(tmp_path, unique_queue()), "AzureWebJobsStorage": azurite}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.mark.parametrize(("missing", "where"), [
+    ("HOST_SAMPLE_SCHEDULE", "the schedule of tick"),
+    ("HOST_SAMPLE_QUEUE", "the queue name of work"),
+])
+def test_a_missing_percent_setting_is_one_line_naming_it(
+        sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        missing: str, where: str) -> None:
+    monkeypatch.delenv(missing)
+    code, error = run_main(["--no-settings-file"], capsys)
+    assert code == 2
+    assert error == (f"sandbox.host: setting {missing} (used as %{missing}% in {where}) is not set: "
+                     "add it to local.settings.json (Values) or the environment")
+
+
+def test_a_bad_schedule_names_the_function(sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HOST_SAMPLE_SCHEDULE", "0 */5 * * *")
+    code, error = run_main(["--no-settings-file"], capsys)
+    assert code == 2
+    assert error.startswith("sandbox.host: function tick: schedule '0 */5 * * *' has 5 fields") and "\n" not in error
+
+
+def test_a_malformed_settings_file_or_host_json_exits_2_with_one_line(
+        sample_settings: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = tmp_path / "local.settings.json"
+    settings.write_text("{not json")
+    code, error = run_main(["--settings-file", str(settings)], capsys)
+    assert code == 2 and "local.settings.json is not valid JSON" in error and "\n" not in error
+    host_json = tmp_path / "host.json"
+    host_json.write_text(json.dumps({"extensions": {"queues": {"visibilityTimeout": "30s"}}}))
+    code, error = run_main(["--no-settings-file", "--host-json", str(host_json)], capsys)
+    assert code == 2
+    assert error == ("sandbox.host: host.json extensions.queues.visibilityTimeout: '30s' is not a timespan "
+                     "like \"00:00:30\" (hh:mm:ss)")
+
+
+def test_unreachable_storage_says_what_to_do(sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    monkeypatch.setenv("AzureWebJobsStorage", f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};"
+                       f"AccountKey={ACCOUNT_KEY};QueueEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
+    code, error = run_main(["--no-settings-file"], capsys)
+    assert code == 1
+    assert error.startswith(f"sandbox.host: cannot reach queue storage at http://127.0.0.1:{port}/{ACCOUNT} "
+                            "for function work")
+    assert "start Azurite" in error and ACCOUNT_KEY not in error and "\n" not in error
+
+
+def test_an_unknown_app_module_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--app", "tests.apps.no_such_app:app", "--no-settings-file"]) == 2
+    assert "cannot find the app module 'tests.apps.no_such_app'" in capsys.readouterr().err
+
+
+def test_stop_leaves_no_thread_behind(sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOST_SAMPLE_SCHEDULE", "* * * * * *")
+    before = set(threading.enumerate())
+    host = FunctionHost(sample_app, port=0).start()
+    requests.get(f"{host.url}/api/hello/x", timeout=5)
+    assert {t.name for t in set(threading.enumerate()) - before} >= {"host-http", "host-timer-tick", "host-queue-work"}
+    host.stop()
+    assert set(threading.enumerate()) - before == set()
+
+
+def test_queue_connection_settings_resolve_like_the_connectors_settings() -> None:
+    assert connection_string("COSELL_STORAGE", {"AzureWebJobsStorage": "web-jobs"}, "work") == "web-jobs"
+    both = {"COSELL_STORAGE": "cosell", "AzureWebJobsStorage": "web-jobs"}
+    assert connection_string("COSELL_STORAGE", both, "work") == "cosell"
+    with pytest.raises(ConfigError, match="connection setting OTHER is not set"):
+        connection_string("OTHER", {"AzureWebJobsStorage": "web-jobs"}, "work")
+    identity = {"COSELL_STORAGE": "", "COSELL_STORAGE__accountName": "prod", "AzureWebJobsStorage": "web-jobs"}
+    with pytest.raises(ConfigError, match="COSELL_STORAGE__accountName asks for an identity-based connection"):
+        connection_string("COSELL_STORAGE", identity, "work")
