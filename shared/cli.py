@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("register_webhook", "webhook_status")
 """Modules of shared/commands/ to offer, in the order `--help` lists them."""
 
 

@@ -99,9 +99,11 @@ def describe(registration: WebhookRegistration | None, own_url: str | None) -> d
 
 
 def _validated(url: str) -> str:
-    if not url.startswith("https://"):
-        raise InvalidInput("the webhook URL must be an https:// URL (Partner Center delivers over HTTPS only)")
-    return url
+    """An https:// URL (plain http only on loopback, where the local host and the simulator live)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")):
+        return url
+    raise InvalidInput("the webhook URL must be an https:// URL (Partner Center delivers over HTTPS only)")
 
 
 def _events_or_default(client: WebhookRegistrationClient, events: list[str] | None, notes: list[str]) -> list[str]:
