@@ -27,6 +27,7 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import azure.functions.timer as func_timer
@@ -96,14 +97,16 @@ class FunctionHost:
 
     Args:
         app: the FunctionApp (Blueprints already registered).
-        host_json: the host.json to honour; None means the real host's defaults.
+        host_json: the host.json to honour, as a path or as its parsed document (handy in tests);
+            None means the real host's defaults.
         port: where HTTP functions are served; 0 picks a free port (see `url`).
+        bind: the address to listen on; loopback unless you mean to expose it.
     """
 
-    def __init__(self, app: func.FunctionApp, *, host_json: Path | None = None, port: int = 0,
-                 bind: str = "127.0.0.1") -> None:
+    def __init__(self, app: func.FunctionApp, *, host_json: Path | Mapping[str, Any] | None = None,
+                 port: int = 0, bind: str = "127.0.0.1") -> None:
         self.app = app
-        self.config = HostConfig.load(host_json) if host_json else HostConfig()
+        self.config = HostConfig.load(host_json)
         self._port, self._bind = port, bind
         self._front_end: HttpFrontEnd | None = None
         self._timers: list[TimerRunner] = []
@@ -111,8 +114,8 @@ class FunctionHost:
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_target(cls, target: str = DEFAULT_TARGET, *, host_json: Path | None = None, port: int = 0,
-                    bind: str = "127.0.0.1") -> FunctionHost:
+    def from_target(cls, target: str = DEFAULT_TARGET, *, host_json: Path | Mapping[str, Any] | None = None,
+                    port: int = 0, bind: str = "127.0.0.1") -> FunctionHost:
         """Import `module:attribute`; host.json defaults to the one next to the module, like the real host."""
         module_name, app = load_target(target)
         if host_json is None:

@@ -60,16 +60,14 @@ class QueueOptions:
     @classmethod
     def from_json(cls, section: Mapping[str, Any]) -> QueueOptions:
         """Read the section; unknown keys (newBatchThreshold, ...) are accepted and ignored."""
-        options = cls(
-            batch_size=section.get("batchSize", cls.batch_size),
-            max_dequeue_count=section.get("maxDequeueCount", cls.max_dequeue_count),
-            visibility_timeout=(parse_timespan(section["visibilityTimeout"], "extensions.queues.visibilityTimeout")
-                                if "visibilityTimeout" in section else cls.visibility_timeout),
-            max_polling_interval=(
-                parse_timespan(section["maxPollingInterval"], "extensions.queues.maxPollingInterval")
-                if "maxPollingInterval" in section else cls.max_polling_interval),
-            message_encoding=str(section.get("messageEncoding", cls.message_encoding)).lower(),
-        )
+        def duration(key: str, default: float) -> float:
+            return parse_timespan(section[key], f"extensions.queues.{key}") if key in section else default
+
+        options = cls(batch_size=section.get("batchSize", cls.batch_size),
+                      max_dequeue_count=section.get("maxDequeueCount", cls.max_dequeue_count),
+                      visibility_timeout=duration("visibilityTimeout", cls.visibility_timeout),
+                      max_polling_interval=duration("maxPollingInterval", cls.max_polling_interval),
+                      message_encoding=str(section.get("messageEncoding", cls.message_encoding)).lower())
         if not isinstance(options.batch_size, int) or not 1 <= options.batch_size <= 32:
             raise ConfigError(f"host.json extensions.queues.batchSize: {options.batch_size!r} is not 1-32")
         if not isinstance(options.max_dequeue_count, int) or options.max_dequeue_count < 1:
@@ -89,28 +87,29 @@ class HostConfig:
     queues: QueueOptions = field(default_factory=QueueOptions)
 
     @classmethod
-    def load(cls, path: Path) -> HostConfig:
-        """Read host.json; a missing file means the real host's defaults.
+    def load(cls, source: Path | Mapping[str, Any] | None) -> HostConfig:
+        """Read host.json (a path, or its parsed document); None or a missing file means the defaults.
 
         Raises:
             ConfigError: one line saying what is wrong with the file.
         """
-        if not path.exists():
+        if source is None or isinstance(source, Path) and not source.exists():
             return cls()
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid JSON ({exc})") from None
-        extensions = document.get("extensions", {}) if isinstance(document, dict) else None
-        if not isinstance(extensions, dict):
-            raise ConfigError(f"{path}: \"extensions\" must be an object")
-        http = extensions.get("http", {})
-        queues = extensions.get("queues", {})
-        if not isinstance(http, dict) or not isinstance(queues, dict):
-            raise ConfigError(f"{path}: extensions.http and extensions.queues must be objects")
+        document: Any = source
+        if isinstance(source, Path):
+            try:
+                document = json.loads(source.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"{source} is not valid JSON ({exc})") from None
+        extensions = document.get("extensions", {}) if isinstance(document, Mapping) else None
+        http = extensions.get("http", {}) if isinstance(extensions, Mapping) else None
+        queues = extensions.get("queues", {}) if isinstance(extensions, Mapping) else None
+        if not isinstance(http, Mapping) or not isinstance(queues, Mapping):
+            raise ConfigError(f"{source}: host.json, its extensions, extensions.http and extensions.queues "
+                              "must be JSON objects")
         prefix = http.get("routePrefix", cls.route_prefix)
         if not isinstance(prefix, str):
-            raise ConfigError(f"{path}: extensions.http.routePrefix must be a string")
+            raise ConfigError(f"{source}: extensions.http.routePrefix must be a string")
         return cls(route_prefix=prefix.strip("/"), queues=QueueOptions.from_json(queues))
 
 

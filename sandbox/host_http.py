@@ -20,13 +20,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 
 from sandbox.host_index import HostedFunction, invoke, log_invocation
-from shared.errors import Unavailable
+from shared.errors import ConfigError, Unavailable
 
 log = logging.getLogger("sandbox.host")
 
-_PARAM = re.compile(r"\{(?P<catchall>\*)?(?P<name>[A-Za-z_]\w*)(?::(?P<constraint>\w+)(?:\([^)]*\))?)?(?P<optional>\?)?\}")
-_CONSTRAINTS = {"int": r"-?\d+", "long": r"-?\d+", "alpha": r"[A-Za-z]+", "bool": r"(?i:true|false)",
-                "guid": r"[0-9A-Fa-f]{8}-?(?:[0-9A-Fa-f]{4}-?){3}[0-9A-Fa-f]{12}"}
+_PARAM = re.compile(r"\{(?P<name>[A-Za-z_]\w*)(?P<optional>\?)?\}")
 _REQUEST_ID_HEADERS = ("x-ms-client-request-id", "x-request-id", "request-id")
 _KEYED_LEVELS = ("function", "admin")
 
@@ -49,18 +47,25 @@ class Route:
 
     @classmethod
     def compile(cls, function: HostedFunction, prefix: str) -> Route:
+        """Turn `items/{id?}` under prefix `api` into a regex; `{name}` and `{name?}` are supported.
+
+        Raises:
+            ConfigError: a route using what the local host does not (constraints, catch-all).
+        """
         trigger = function.trigger
         template = "/".join(part for part in (prefix, trigger.route.strip("/")) if part)
         regex, rank = "", []
         for segment in template.split("/") if template else []:
             whole = _PARAM.fullmatch(segment)
-            if whole and (whole["optional"] or whole["catchall"]):
-                body = ".*" if whole["catchall"] else _CONSTRAINTS.get(whole["constraint"] or "", "[^/]+")
-                regex += f"(?:/(?P<{whole['name']}>{body}))?"
-                rank.append(4 if whole["catchall"] else 3)
+            if set("{}") & set(_PARAM.sub("", segment)):
+                raise ConfigError(f"function {function.name}: route segment {segment!r} uses more than "
+                                  "{name} and {name?}, which is all the local host supports")
+            if whole and whole["optional"]:
+                regex += f"(?:/(?P<{whole['name']}>[^/]+))?"
+                rank.append(2)
             else:
                 regex += "/" + _segment_regex(segment)
-                rank.append(0 if not _PARAM.search(segment) else 1 if whole and whole["constraint"] else 2)
+                rank.append(1 if _PARAM.search(segment) else 0)
         methods = frozenset(str(method).upper() for method in trigger.methods or ())
         auth_level = str(trigger.auth_level or func.AuthLevel.FUNCTION).lower()
         return cls(function, "/" + template, re.compile(f"^{regex}/?$", re.IGNORECASE), methods, auth_level,
@@ -74,8 +79,7 @@ class Route:
 def _segment_regex(segment: str) -> str:
     regex, position = "", 0
     for match in _PARAM.finditer(segment):
-        regex += re.escape(segment[position:match.start()])
-        regex += f"(?P<{match['name']}>{_CONSTRAINTS.get(match['constraint'] or '', '[^/]+?')})"
+        regex += re.escape(segment[position:match.start()]) + f"(?P<{match['name']}>[^/]+?)"
         position = match.end()
     return regex + re.escape(segment[position:])
 
@@ -203,14 +207,6 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return b"".join(chunks)
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name

@@ -25,7 +25,7 @@ log = logging.getLogger("sandbox.host")
 
 HTTP, TIMER, QUEUE = "httpTrigger", "timerTrigger", "queueTrigger"
 _HTTP_OUTPUT = "http"
-_indexed: weakref.WeakKeyDictionary[func.FunctionApp, list[HostedFunction]] = weakref.WeakKeyDictionary()
+_indexed: weakref.WeakKeyDictionary[func.FunctionApp, list[Any]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,11 @@ class HostedFunction:
 
     Attributes:
         trigger: the azure.functions trigger object (HttpTrigger, TimerTrigger, QueueTrigger), read for
-            its settings (route, schedule, queue_name, ...).
-        argument: the user function's parameter that receives the trigger value (the binding's `name`).
+            its settings (route, schedule, queue_name, ...); its `name` is the parameter it is passed as.
     """
 
     name: str
     trigger: Any
-    argument: str
     user_function: Callable[..., Any]
 
     @property
@@ -69,11 +67,10 @@ def index_app(app: func.FunctionApp) -> list[HostedFunction]:
     """
     if app not in _indexed:
         try:
-            functions = app.get_functions()
+            _indexed[app] = app.get_functions()
         except ValueError as exc:  # the library's own indexing errors (no trigger, duplicate name)
             raise ConfigError(f"the app does not index: {exc}") from None
-        _indexed[app] = [_hosted(function) for function in functions]
-    return _indexed[app]
+    return [_hosted(function) for function in _indexed[app]]
 
 
 def _hosted(function: Any) -> HostedFunction:
@@ -95,7 +92,7 @@ def _hosted(function: Any) -> HostedFunction:
     if unfilled:
         raise ConfigError(f"function {name}: the local host passes only {trigger.name!r}, "
                           f"not {', '.join(unfilled)}")
-    return HostedFunction(name, trigger, trigger.name, user_function)
+    return HostedFunction(name, trigger, user_function)
 
 
 def invoke(function: HostedFunction, value: Any) -> Outcome:
@@ -109,7 +106,7 @@ def invoke(function: HostedFunction, value: Any) -> Outcome:
     result: Any = None
     error: Exception | None = None
     try:
-        result = function.user_function(**{function.argument: value})
+        result = function.user_function(**{function.trigger.name: value})
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
     except Exception as exc:  # noqa: BLE001 - the user's code may raise anything; the host reports it

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
 import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
@@ -294,11 +295,13 @@ def test_an_unknown_app_module_is_a_config_error(capsys: pytest.CaptureFixture[s
     assert "cannot find the app module 'tests.apps.no_such_app'" in capsys.readouterr().err
 
 
-def test_stop_leaves_no_thread_behind(sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_route_prefix_comes_from_host_json_and_stop_leaves_no_thread(
+        sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOST_SAMPLE_SCHEDULE", "* * * * * *")
     before = set(threading.enumerate())
-    host = FunctionHost(sample_app, port=0).start()
-    requests.get(f"{host.url}/api/hello/x", timeout=5)
+    host = FunctionHost(sample_app, host_json={"extensions": {"http": {"routePrefix": "/v1/"}}}).start()
+    assert requests.get(f"{host.url}/v1/hello/x", timeout=5).text == "Hello, x"
+    assert requests.get(f"{host.url}/api/hello/x", timeout=5).status_code == 404
     assert {t.name for t in set(threading.enumerate()) - before} >= {"host-http", "host-timer-tick", "host-queue-work"}
     host.stop()
     assert set(threading.enumerate()) - before == set()
@@ -313,3 +316,33 @@ def test_queue_connection_settings_resolve_like_the_connectors_settings() -> Non
     identity = {"COSELL_STORAGE": "", "COSELL_STORAGE__accountName": "prod", "AzureWebJobsStorage": "web-jobs"}
     with pytest.raises(ConfigError, match="COSELL_STORAGE__accountName asks for an identity-based connection"):
         connection_string("COSELL_STORAGE", identity, "work")
+
+
+def _apps_the_local_host_refuses() -> list[tuple[func.FunctionApp, str]]:
+    catch_all, blob, context = func.FunctionApp(), func.FunctionApp(), func.FunctionApp()
+
+    @catch_all.route(route="files/{*path}")
+    def files(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse()
+
+    @blob.route(route="doc")
+    @blob.blob_input(arg_name="doc", path="docs/one.json", connection="AzureWebJobsStorage")
+    def with_blob(req: func.HttpRequest, doc: func.InputStream) -> func.HttpResponse:
+        return func.HttpResponse()
+
+    @context.route(route="ctx")
+    def with_context(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+        return func.HttpResponse()
+
+    return [(catch_all, "function files: route segment '{*path}' uses more than {name} and {name?}"),
+            (blob, "function with_blob: the local host does not run blob bindings ('doc')"),
+            (context, "function with_context: the local host passes only 'req', not context")]
+
+
+@pytest.mark.parametrize(("app", "message"), _apps_the_local_host_refuses())
+def test_what_the_local_host_cannot_run_is_refused_at_start(app: func.FunctionApp, message: str) -> None:
+    host = FunctionHost(app)
+    with pytest.raises(ConfigError) as error:
+        host.start()
+    assert str(error.value).startswith(message)
+    host.stop()
