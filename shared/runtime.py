@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shared.partner_center import PartnerCenterClient, WebhookRegistrationClient, WebhookVerifier
     from shared.settings import Settings
-    from shared.store import QueueSender, Store
+    from shared.keyvault import KeyVaultSecrets
+    from shared.store import QueueSender, SecretStore, Store
 
 
 class Services:
@@ -37,6 +38,16 @@ class Services:
         from shared.store import QueueSender
 
         return QueueSender.from_settings(self.settings)
+
+    @cached_property
+    def secrets(self) -> KeyVaultSecrets | SecretStore:
+        """Where the connector keeps its own secrets (the rotated Partner Center refresh token): the Key Vault
+        at COSELL_KEYVAULT_URL when set (Azure), else the store's secrets table."""
+        if self.settings.cosell_keyvault_url:
+            from shared.keyvault import KeyVaultSecrets
+
+            return KeyVaultSecrets.from_settings(self.settings)
+        return self.store.secrets
 
     @cached_property
     def partner_center(self) -> PartnerCenterClient:

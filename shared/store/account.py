@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from azure.data.tables import TableServiceClient
 
 from shared.models.records import CreateIntent, Cursor, DeadLetter, IntentStatus, StatusDoc, SyncState
+from shared.store.connection import storage_credential, storage_target
 from shared.store.links import LinkStore
 from shared.store.secrets import SecretStore
 from shared.store.synclog import SyncLogStore
@@ -52,4 +53,8 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        return cls.from_connection_string(settings.storage)
+        """A connection string, or the Table endpoint with the app's managed identity (see `storage_target`)."""
+        target = storage_target(settings)
+        if target.connection_string is not None:
+            return cls.from_connection_string(target.connection_string)
+        return cls(TableServiceClient(endpoint=target.table_url, credential=storage_credential(), **_CLIENT_OPTIONS))

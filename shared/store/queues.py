@@ -14,6 +14,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, Se
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.errors import Unavailable
+from shared.store.connection import storage_credential, storage_target
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -39,7 +40,11 @@ class QueueSender:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueSender:
-        return cls.from_connection_string(settings.storage)
+        """A connection string, or the Queue endpoint with the app's managed identity (see `storage_target`)."""
+        target = storage_target(settings)
+        if target.connection_string is not None:
+            return cls.from_connection_string(target.connection_string)
+        return cls(QueueServiceClient(target.queue_url, credential=storage_credential(), **_CLIENT_OPTIONS))
 
     def _client(self, queue: str) -> QueueClient:
         with self._lock:
