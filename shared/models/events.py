@@ -9,7 +9,7 @@ receiver instead of crashing it).
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.models.apitypes import ApiDateTime
 
 
-class WebhookEventName(str, Enum):
+class WebhookEventName(StrEnum):
     REFERRAL_CREATED = "referral-created"
     REFERRAL_UPDATED = "referral-updated"
     RELATED_REFERRAL_CREATED = "related-referral-created"

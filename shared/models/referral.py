@@ -18,7 +18,7 @@ Field names are snake_case in Python and camelCase on the wire (aliases); both a
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -27,14 +27,14 @@ from pydantic.alias_generators import to_camel
 from shared.models.apitypes import ApiDateTime
 
 
-class ReferralStatus(str, Enum):
+class ReferralStatus(StrEnum):
     NONE = "None"
     NEW = "New"
     ACTIVE = "Active"
     CLOSED = "Closed"
 
 
-class ReferralSubstatus(str, Enum):
+class ReferralSubstatus(StrEnum):
     NONE = "None"
     PENDING = "Pending"
     RECEIVED = "Received"
@@ -45,25 +45,25 @@ class ReferralSubstatus(str, Enum):
     EXPIRED = "Expired"
 
 
-class ReferralType(str, Enum):
+class ReferralType(StrEnum):
     INDEPENDENT = "Independent"
     SHARED = "Shared"
     """Co-sell with Microsoft: the engagement also holds a referral targeted at Microsoft."""
 
 
-class Qualification(str, Enum):
+class Qualification(StrEnum):
     NONE = "None"
     DIRECT = "Direct"
     MARKETING_QUALIFIED = "MarketingQualified"
     SALES_QUALIFIED = "SalesQualified"
 
 
-class Direction(str, Enum):
+class Direction(StrEnum):
     INCOMING = "Incoming"
     OUTGOING = "Outgoing"
 
 
-class AssistanceRequestCode(str, Enum):
+class AssistanceRequestCode(StrEnum):
     """What the partner asks Microsoft for (Salesforce's "How can Microsoft help" picklist)."""
 
     UNKNOWN = "Unknown"

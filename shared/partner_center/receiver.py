@@ -80,7 +80,7 @@ def receive(body: bytes, headers: Mapping[str, str], *, verifier: WebhookVerifie
     try:
         queues.send(REFERRAL_QUEUE, {
             "referral_id": referral_id,
-            "event": str(getattr(event.event_name, "value", event.event_name)),
+            "event": str(event.event_name),
             "changed_at": event.resource_change_utc_date.to_api() if event.resource_change_utc_date else None,
             "received_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         })
