@@ -88,8 +88,8 @@ class HttpFrontEnd:
     """Serves the HTTP functions on 127.0.0.1:port until `stop()`.
 
     Args:
-        function_key: when set, function- and admin-level routes need it (`?code=` or `x-functions-key`);
-            when None, keys are not checked, as under `func start`.
+        function_key: when set, function- and admin-level routes need it (`?code=` or `x-functions-key`;
+            there is no separate master key locally); when None, keys are not checked, as under `func start`.
     """
 
     def __init__(self, routes: Sequence[Route], *, port: int, bind: str, function_key: str | None) -> None:

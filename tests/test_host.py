@@ -180,7 +180,7 @@ def test_timer_runs_on_startup_then_on_its_schedule(function_host: Callable[...,
     host = function_host(SAMPLE, env=sample_env(tmp_path, unique_queue(), schedule="* * * * * *"))
     ticks = wait_until(lambda: len(found := records(tmp_path, "tick")) >= 4 and found, what="four ticks")
     assert host.stop() == 0
-    assert all(tick["past_due"] is False for tick in ticks)
+    assert ticks[0]["past_due"] is False  # the startup run; later ones are past due only if over 1 s late
     scheduled = [tick["at"] for tick in ticks[1:]]
     assert len({int(moment) for moment in scheduled}) == len(scheduled), "one scheduled run per second"
     assert all(later - earlier > 0.5 for earlier, later in zip(scheduled, scheduled[1:]))
@@ -197,7 +197,8 @@ def test_failing_message_goes_to_poison_after_max_dequeue_count_tries(
     queue_client(azurite, queue, encoded=False).send_message("not base64!")
     poison = queue_client(azurite, f"{queue}-poison", encoded=False)
     moved = wait_until(lambda: len(found := peek(poison)) >= 2 and found, what="two poison messages")
-    assert sorted(message.content for message in moved) == sorted(["ZmFpbA==", "not base64!"])  # bodies unchanged
+    unchanged = [base64.b64encode(b"fail").decode(), "not base64!"]
+    assert sorted(message.content for message in moved) == sorted(unchanged)
     tries = [r for r in records(tmp_path, "work") if r["id"] == sent.id]
     assert [t["dequeue_count"] for t in tries] == [1, 2, 3]
     assert len(records(tmp_path, "work")) == 3, "the non-base64 message never reached the function"
