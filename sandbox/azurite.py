@@ -52,8 +52,23 @@ class Azurite:
             f"TableEndpoint={base}:{self.table_port}/{ACCOUNT};"
         )
 
-    def start(self, timeout: float = 30.0) -> Azurite:
-        """Start Azurite and wait until all three services accept connections."""
+    def start(self, timeout: float = 30.0, *, tries: int = 3) -> Azurite:
+        """Start Azurite and wait until all three services accept connections.
+
+        A free port is only free until someone else binds it; when Azurite loses that race it exits with
+        "address already in use", and it is started again on new ports.
+        """
+        for attempt in range(1, tries + 1):
+            try:
+                return self._start_once(timeout)
+            except ConfigError as exc:
+                port_taken = "EADDRINUSE" in str(exc) or "address already in use" in str(exc)
+                if not port_taken or attempt == tries:
+                    raise
+                self.blob_port, self.queue_port, self.table_port = free_port(), free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Azurite:
         if not AZURITE_BIN.exists():
             raise ConfigError(f"Azurite is not installed at {AZURITE_BIN}: run `npm install` (make does it for you)")
         self._process = subprocess.Popen(
