@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from shared.partner_center import PartnerCenterClient, WebhookRegistrationClient, WebhookVerifier
     from shared.settings import Settings
     from shared.keyvault import KeyVaultSecrets
+    from shared.mapping import Mapping
+    from shared.salesforce import SalesforceClient
     from shared.store import QueueSender, SecretStore, Store
 
 
@@ -67,6 +69,21 @@ class Services:
         from shared.partner_center import WebhookVerifier
 
         return WebhookVerifier.from_settings(self.settings)
+
+    @cached_property
+    def salesforce(self) -> SalesforceClient:
+        """Kept for the process: the session, the token and the org's describe are reused across invocations."""
+        from shared.salesforce import SalesforceClient
+
+        return SalesforceClient.from_settings(self.settings, store=self.store)
+
+    @cached_property
+    def mapping(self) -> Mapping:
+        """The mapping file, checked against the org's describe (read once), so a field the org lacks fails
+        loudly at the first sync instead of in every one; CurrencyIsoCode is mapped only where it exists."""
+        from shared.mapping import Mapping
+
+        return Mapping.load(self.settings.mapping_path, describe=self.salesforce.org_schema)
 
 
 @functools.cache
