@@ -473,6 +473,8 @@ class RestApi:
                 try:
                     if obj is None or record_id is None:
                         raise RecordError("MALFORMED_ID", f"malformed id {raw_id}")
+                    if self.org.find(record_id) is None:
+                        raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
                     self.org.delete(obj, record_id, call.user)
                     results.append({"id": record_id, "success": True, "errors": []})
                 except RecordError as exc:
