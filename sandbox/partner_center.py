@@ -182,7 +182,6 @@ class PartnerCenterSim:
         self._routes(router)
         self.server = SimServer(router, port=port, ssl_context=ca.server_ssl_context(("127.0.0.1", "localhost")))
         self._delivery_session = requests.Session()
-        self._delivery_session.verify = str(ca.ca_pem_path)
         self._wakeup = threading.Condition()
         self._stopping = False
         self._worker = threading.Thread(target=self._deliver_loop, name="pc-sim-deliveries", daemon=True)
@@ -761,8 +760,9 @@ class PartnerCenterSim:
         headers = {"Content-Type": "application/json", "Authorization": "Signature " + base64.b64encode(signature).decode(),
                    "X-MS-Certificate-Url": self.cert_url, "X-MS-Signature-Algorithm": "rsa-sha256"}
         try:
+            # verify= per call: a session's own `verify` loses to REQUESTS_CA_BUNDLE from the environment.
             response = self._delivery_session.post(url, data=delivery.body, headers=headers, timeout=(3, 10),
-                                                   allow_redirects=False)
+                                                   allow_redirects=False, verify=str(self.ca.ca_pem_path))
             status: int | str = response.status_code
             ok = 200 <= response.status_code < 300
             message = response.reason or ""

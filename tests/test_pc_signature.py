@@ -154,3 +154,21 @@ def test_intermediate_found_through_authority_information_access(pc_sim: Partner
 ])
 def test_host_allow_list(host: str, allowed: list[str], expected: bool) -> None:
     assert host_allowed(host, allowed) is expected
+
+
+def test_der_ending_in_a_whitespace_byte_still_loads(sandbox_ca: SandboxCA) -> None:
+    """Regression: DER is binary; trimming "whitespace" off it broke about one certificate in forty."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pcnotifications-dispatch.microsoft.com")])
+    now = dt.datetime.now(dt.timezone.utc)
+    for serial in range(1, 5000):
+        der = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(serial).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+               .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+        if der[-1:] in (b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"):
+            break
+    else:
+        pytest.fail("no certificate ending in a whitespace byte was produced")
+    from shared.partner_center.signature import load_certificates
+
+    assert load_certificates(der)[0].serial_number == serial

@@ -82,11 +82,11 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """Certificates from a `.cer`/`.pem` file: PEM (one or more), DER, or bare base64 of DER."""
-    stripped = data.strip()
+    stripped = data.strip()  # for the text forms only: DER may well end in a byte that looks like a space
     if stripped.startswith(b"-----BEGIN"):
         return x509.load_pem_x509_certificates(stripped)
     try:
-        return [x509.load_der_x509_certificate(stripped)]
+        return [x509.load_der_x509_certificate(data)]
     except ValueError:
         return [x509.load_der_x509_certificate(base64.b64decode(stripped, validate=False))]
 
