@@ -1,0 +1,122 @@
+"""The simulator is as strict as the handbook, its webhook faults work, and it runs from the command line;
+the operator's webhook commands work against it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from sandbox.partner_center import PartnerCenterSim
+from shared.cli import main as cli_main
+from tests.test_pc_relay import Downstream
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _token(sim: PartnerCenterSim, grant: dict[str, str], scope: str) -> str:
+    answer = requests.post(f"{sim.url}/{sim.tenant_id}/oauth2/v2.0/token", verify=str(sim.ca.ca_pem_path), timeout=10,
+                           data={"client_id": sim.client_id, "client_secret": sim.client_secret, "scope": scope, **grant})
+    answer.raise_for_status()
+    return answer.json()["access_token"]
+
+
+def test_the_api_refuses_what_the_handbook_forbids(pc_sim: PartnerCenterSim) -> None:
+    verify = str(pc_sim.ca.ca_pem_path)
+    user = _token(pc_sim, {"grant_type": "refresh_token", "refresh_token": pc_sim.mint_refresh_token()},
+                  "https://api.partner.microsoft.com/.default offline_access")
+    app = _token(pc_sim, {"grant_type": "client_credentials"}, "https://api.partner.microsoft.com/.default")
+    referral_id = pc_sim.create_incoming()["id"]
+    base = pc_sim.api_url + "/referrals"
+
+    def call(method: str, url: str, token: str = user, **kwargs: object) -> requests.Response:
+        return requests.request(method, url, headers={"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})},
+                                verify=verify, timeout=10, **kwargs)
+
+    assert call("GET", base, token=app).status_code == 401  # App+User only
+    assert call("GET", base, params={"$expand": "team"}).status_code == 400
+    assert call("GET", base, params={"$filter": "name eq 'x'"}).status_code == 400
+    assert call("GET", base, params={"$orderby": "name asc"}).status_code == 400
+    assert call("GET", base, params={"$top": "2", "$skiptoken": "garbage"}).status_code == 400
+    patch = f"{base}/{referral_id}"
+    ops = [{"op": "replace", "path": "/details/dealValue", "value": 1}]
+    assert call("PATCH", patch, json=ops).status_code == 415  # not json-patch+json
+    json_patch = {"Content-Type": "application/json-patch+json"}
+    assert call("PATCH", patch, data=json.dumps([{"op": "remove", "path": "/details/notes"}]),
+                headers=json_patch).status_code == 400
+    assert call("PATCH", patch, data=json.dumps([{"op": "replace", "path": "/updatedDateTime", "value": "x"}]),
+                headers=json_patch).status_code == 400
+    assert call("PATCH", patch, data=json.dumps(ops), headers={**json_patch, "If-Match": '"stale"'}).status_code == 412
+    assert call("PATCH", patch, data=json.dumps(ops), headers=json_patch).status_code == 204
+    assert call("POST", base, json={"type": "Shared"}).status_code == 400  # customerProfile, consent, details missing
+    discovery = requests.get(f"{pc_sim.url}/not-the-tenant/v2.0/.well-known/openid-configuration", verify=verify,
+                             timeout=10)
+    assert discovery.status_code == 400
+
+
+def test_webhook_faults_duplicate_drop_reorder_delay(pc_sim: PartnerCenterSim) -> None:
+    receiver = Downstream()
+    try:
+        pc_sim.registration = {"SubscriberId": "s", "WebhookUrl": receiver.url, "WebhookEvents": ["referral-created"]}
+
+        def ids() -> list[str]:
+            return [json.loads(body)["ResourceUri"].rsplit("/", 1)[1] for body, _ in receiver.received]
+
+        pc_sim.add_webhook_fault("duplicate")
+        first = pc_sim.create_incoming()["id"]
+        pc_sim.wait_for_deliveries(lambda log: len(log) >= 2)
+        assert ids() == [first, first]
+
+        pc_sim.add_webhook_fault("drop")
+        dropped = pc_sim.create_incoming()["id"]
+        pc_sim.add_webhook_fault("reorder", count=2)
+        a, b = pc_sim.create_incoming()["id"], pc_sim.create_incoming()["id"]
+        pc_sim.wait_for_deliveries(lambda log: len(log) >= 5)
+        time.sleep(0.3)
+        assert dropped not in ids() and ids()[2:] == [b, a]
+
+        pc_sim.add_webhook_fault("delay", delay=1.0)
+        started = time.monotonic()
+        late = pc_sim.create_incoming()["id"]
+        pc_sim.wait_for_deliveries(lambda log: len(log) >= 6)
+        assert time.monotonic() - started >= 1.0 and ids()[-1] == late
+    finally:
+        receiver.server.stop()
+
+
+def test_command_line_starts_and_prints_the_settings(tmp_path: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "sandbox.partner_center", "--port", "0", "--ca", str(tmp_path)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("Partner Center simulator listening on https://127.0.0.1:")
+        url = first.rsplit(" ", 1)[1].strip()
+        assert (tmp_path / "ca.pem").exists()
+        answer = requests.get(f"{url}/_sandbox/state", verify=str(tmp_path / "ca.pem"), timeout=10)
+        assert answer.status_code == 200 and answer.json()["referrals"] == []
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_register_webhook_and_webhook_status_commands(pc_sim: PartnerCenterSim, pc_env: dict[str, str], azurite: str,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    monkeypatch.setenv("AzureWebJobsStorage", azurite)
+    monkeypatch.setenv("COSELL_PUBLIC_URL", "https://cosell.example")
+    no_file = ["--settings", str(tmp_path / "none.json")]
+    pc_sim.registration = {"SubscriberId": "s", "WebhookUrl": "https://other.example/hook", "WebhookEvents": ["test-created"]}
+    assert cli_main([*no_file, "register-webhook"]) == 1
+    assert "https://other.example/hook" in capsys.readouterr().err
+    assert cli_main([*no_file, "register-webhook", "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "replaced"
+    assert pc_sim.registration["WebhookUrl"] == "https://cosell.example/api/partnercenter/events"
+    assert cli_main([*no_file, "webhook-status"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["webhook"]["points_here"] is True and report["webhook"]["registered"] is True
+
