@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     """Client-side ceiling on Partner Center calls per second (Microsoft publishes no limit)."""
     cosell_sf_budget_share: float = Field(default=0.8, gt=0, le=1)
     """Stop non-urgent Salesforce work once this share of the org's daily API limit is used."""
+    cosell_sf_poll_overlap_seconds: int = Field(default=300, ge=0)
+    """Look-back of each Salesforce poll: rows that commit this late with an earlier SystemModstamp are still seen."""
     cosell_max_attempts: int = Field(default=5, ge=1)
     """Sync attempts for one record before it goes to the dead letters."""
     website_hostname: str | None = None
