@@ -22,12 +22,14 @@ from shared.models.referral import (
     Requirements,
     Solution,
 )
+from shared.models.webhooks import DeliveryAttempt, ValidationEventStatus, WebhookRegistration
 
 __all__ = [
     # Partner Center payloads
     "ApiDateTime",
     "AssistanceRequestCode",
     "Consent",
+    "DeliveryAttempt",
     "CustomerProfile",
     "Direction",
     "InviteContext",
@@ -42,7 +44,9 @@ __all__ = [
     "ReferralType",
     "Requirements",
     "Solution",
+    "ValidationEventStatus",
     "WebhookEvent",
     "WebhookEventName",
+    "WebhookRegistration",
     "format_api_datetime",
 ]
