@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 BUDGET_DOC = "salesforce-budget"
 PERSIST_EVERY = dt.timedelta(seconds=60)
+REFRESH_AFTER = dt.timedelta(minutes=5)
+"""A refusal based on numbers this old lets one call through: its answer tells whether the window freed calls
+(otherwise a paused poller, making no calls, would never learn that it may resume)."""
 
 _USAGE = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
 
@@ -89,6 +92,8 @@ class ApiBudget:
         state = self.state(usage)
         if usage is None or state == "ok" or (state == "reserved" and urgent):
             return
+        if self._clock() - usage.observed_at >= REFRESH_AFTER:
+            return
         if state == "exhausted":
             raise LimitExceeded(f"the Salesforce daily API limit is used up ({usage.used}/{usage.limit}); "
                                 "work resumes when Salesforce's 24-hour window frees calls")
@@ -125,4 +130,4 @@ class ApiBudget:
             log.warning("API budget not reported to the status store: %s", exc)
 
 
-__all__ = ["BUDGET_DOC", "ApiBudget", "ApiUsage", "parse_limit_info"]
+__all__ = ["BUDGET_DOC", "REFRESH_AFTER", "ApiBudget", "ApiUsage", "parse_limit_info"]
