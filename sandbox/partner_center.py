@@ -721,8 +721,8 @@ class PartnerCenterSim:
                 if fault.count > 0:
                     return
                 deliveries, self._held = list(reversed(self._held)), []
-            for item in deliveries:
-                heapq.heappush(self._schedule, (due, next(self._sequence), item))
+            for index, item in enumerate(deliveries):  # a little apart, so each arrives in this order
+                heapq.heappush(self._schedule, (due + 0.1 * index, next(self._sequence), item))
         with self._wakeup:
             self._wakeup.notify_all()
 

@@ -7,7 +7,6 @@ rule; the test event reaches the receiver.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import time
@@ -17,30 +16,13 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 
-from sandbox.ca import IssuedCert, SandboxCA, self_signed
+from sandbox.ca import SandboxCA, self_signed
 from sandbox.partner_center import PartnerCenterSim
 from shared.partner_center.registration import DEFAULT_EVENTS
-
-HOST_JSON = {"version": "2.0", "extensions": {"http": {"routePrefix": "api"}, "queues": {
-    "batchSize": 8, "maxDequeueCount": 5, "visibilityTimeout": "00:00:01", "maxPollingInterval": "00:00:00.200",
-    "messageEncoding": "base64"}}}
-HOST_KEY = "host-key-for-tests"
-
-
-def _event(referral_id: str, name: str = "referral-updated") -> bytes:
-    return json.dumps({"EventName": name, "ResourceUri": f"https://api.partnercenter.microsoft.com/engagements/v1/"
-                       f"referrals/{referral_id}", "ResourceName": "referral", "AuditUri": None,
-                       "ResourceChangeUtcDate": "2026-11-21T16:40:56.311Z"}).encode()
-
-
-def _signed(signer: IssuedCert, cert_url: str, body: bytes) -> dict[str, str]:
-    signature = signer.key.sign(body, padding.PKCS1v15(), hashes.SHA256())
-    return {"Content-Type": "application/json", "Authorization": "Signature " + base64.b64encode(signature).decode(),
-            "X-MS-Certificate-Url": cert_url, "X-MS-Signature-Algorithm": "rsa-sha256"}
-
+from tests.fixtures.partner_center import HOST_JSON, HOST_KEY, QUIET_TIMERS
+from tests.fixtures.partner_center import event_body as _event
+from tests.fixtures.partner_center import signed_headers as _signed
 
 def _synclog_for(azurite: str, referral_ids: set[str]) -> list[Any]:
     from shared.store import Store
@@ -62,7 +44,7 @@ def pc_host(function_host, pc_sim: PartnerCenterSim):  # type: ignore[no-untyped
     """The real app on the local host, configured for `pc_sim`; returns a starter taking extra settings."""
 
     def start(**extra: str):  # type: ignore[no-untyped-def]
-        env = {**pc_sim.settings_env(), "COSELL_LOCAL_FUNCTION_KEY": HOST_KEY, **extra}
+        env = {**pc_sim.settings_env(), **QUIET_TIMERS, "COSELL_LOCAL_FUNCTION_KEY": HOST_KEY, **extra}
         return function_host(env=env, host_json=HOST_JSON)
 
     return start

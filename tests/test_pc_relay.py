@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,34 +14,13 @@ import requests
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from sandbox.ca import SandboxCA
-from sandbox.httpsim import Request, Response, Router, SimServer
 from sandbox.partner_center import PartnerCenterSim
 from shared.partner_center.receiver import RelayFailed, receive
 from shared.partner_center.signature import WebhookVerifier, trusted_roots
 from shared.store import FORWARD_QUEUE, REFERRAL_QUEUE, QueueSender
-from tests.test_pc_functions import HOST_JSON, HOST_KEY, _event, _signed
-
-
-class Downstream:
-    """A receiver another install would run: records what it gets; can be down until a moment."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, dict[str, str]]] = []
-        self.down_until = 0.0
-        self.refused = 0
-        self._lock = threading.Lock()
-        router = Router()
-        router.route("POST", "/hook")(self._hook)
-        self.server = SimServer(router).start()
-        self.url = self.server.url + "/hook"
-
-    def _hook(self, request: Request) -> Response:
-        with self._lock:
-            if time.monotonic() < self.down_until:
-                self.refused += 1
-                return Response(503, {"error": "down for maintenance"})
-            self.received.append((request.body, dict(request.headers)))
-        return Response(202, {"ok": True})
+from tests.fixtures.partner_center import HOST_JSON, HOST_KEY, QUIET_TIMERS, Downstream
+from tests.fixtures.partner_center import event_body as _event
+from tests.fixtures.partner_center import signed_headers as _signed
 
 
 @pytest.fixture
@@ -67,7 +45,7 @@ def test_every_event_reaches_both_receivers_once_with_one_down_for_a_while(
         downstreams: tuple[Downstream, Downstream]) -> None:
     up, flaky = downstreams
     _clear(azurite, REFERRAL_QUEUE, FORWARD_QUEUE)
-    host = function_host(env={**pc_sim.settings_env(), "COSELL_LOCAL_FUNCTION_KEY": HOST_KEY,
+    host = function_host(env={**pc_sim.settings_env(), **QUIET_TIMERS, "COSELL_LOCAL_FUNCTION_KEY": HOST_KEY,
                               "COSELL_WEBHOOK_FORWARD_URLS": f"{up.url}, {flaky.url}"}, host_json=HOST_JSON)
     registered = requests.post(f"{host.url}/api/partnercenter/webhook", params={"code": HOST_KEY},
                                json={"url": f"{host.url}/api/partnercenter/events?code={HOST_KEY}"}, timeout=30)

@@ -14,7 +14,7 @@ import requests
 
 from sandbox.partner_center import PartnerCenterSim
 from shared.cli import main as cli_main
-from tests.test_pc_relay import Downstream
+from tests.fixtures.partner_center import Downstream
 
 ROOT = Path(__file__).resolve().parents[1]
 
