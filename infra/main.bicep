@@ -114,6 +114,10 @@ param mappingFile string = 'mappings/salesforce.json'
 @description('NCRONTAB (6 fields, seconds first) of the Salesforce change poll.')
 param salesforcePollSchedule string = '0 */1 * * * *'
 
+@description('Look-back of each Salesforce poll, in seconds: rows committed this late with an earlier SystemModstamp are still seen.')
+@minValue(0)
+param salesforcePollOverlapSeconds int = 300
+
 @description('NCRONTAB of the Partner Center reconcile that catches lost webhooks.')
 param partnerCenterReconcileSchedule string = '0 */15 * * * *'
 
@@ -352,6 +356,7 @@ var connectorSettings = {
   COSELL_KEYVAULT_URL: keyVault.outputs.uri
   COSELL_MAPPING_FILE: mappingFile
   COSELL_SF_POLL_SCHEDULE: salesforcePollSchedule
+  COSELL_SF_POLL_OVERLAP_SECONDS: string(salesforcePollOverlapSeconds)
   COSELL_PC_RECONCILE_SCHEDULE: partnerCenterReconcileSchedule
   COSELL_DRY_RUN: dryRun ? 'true' : 'false'
   COSELL_PUBLIC_URL: publicBaseUrl
