@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sandbox.salesforce import SalesforceSim
 from shared.cli import main
 from shared.mapping import Mapping, MappingError, sobjects_of, validate
 from shared.salesforce.describe import OrgSchema
@@ -181,3 +182,23 @@ def test_cli_validate_mapping_prints_every_problem_and_exits_1(tmp_path: Path, c
 
     assert main(["--settings", str(tmp_path / "none.json"), "validate-mapping", str(MAPPING_FILE)]) == 0
     assert "OK, 11 merge fields" in capsys.readouterr().out
+
+
+def test_cli_checks_against_the_org_with_describe_from_org(sf_sim: SalesforceSim, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in sf_sim.credentials.settings_env().items():
+        monkeypatch.setenv(name, value)
+    settings = ["--settings", str(tmp_path / "none.json")]
+    assert main([*settings, "validate-mapping", str(MAPPING_FILE), "--describe-from-org"]) == 0
+    assert "checked against the org's describe" in capsys.readouterr().out
+    document = default_document()
+    document["opportunity"]["fields"][1]["salesforce"] = "Amount__c"
+    document["stages"]["toPartnerCenter"]["Closed Maybe"] = "won"
+    bad = tmp_path / "org.json"
+    bad.write_text(json.dumps(document))
+    assert main([*settings, "validate-mapping", str(bad)]) == 0  # offline both look fine
+    assert main([*settings, "validate-mapping", str(bad), "--describe-from-org"]) == 1
+    err = capsys.readouterr().err
+    assert "$.opportunity.fields[1].salesforce: unknown Salesforce field Opportunity.Amount__c" in err
+    assert "$.stages.toPartnerCenter['Closed Maybe']: 'Closed Maybe' is not a Opportunity.StageName value" in err
