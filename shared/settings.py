@@ -131,15 +131,6 @@ class Settings(BaseSettings):
         return value.get_secret_value() if isinstance(value, SecretStr) else value
 
     @property
-    def storage(self) -> str:
-        """The storage connection string: COSELL_STORAGE, else AzureWebJobsStorage."""
-        for value in (self.cosell_storage, self.azurewebjobsstorage):
-            if value is not None and value.get_secret_value():
-                return value.get_secret_value()
-        raise ConfigError("setting COSELL_STORAGE (or AzureWebJobsStorage) is not set: add a storage connection "
-                          "string to local.settings.json (Values) or the Function App's application settings")
-
-    @property
     def forward_urls(self) -> list[str]:
         return [url.strip() for url in self.cosell_webhook_forward_urls.split(",") if url.strip()]
 

@@ -44,17 +44,6 @@ def test_malformed_values_are_listed_by_setting_name_without_values(monkeypatch:
     assert "\n" not in message
 
 
-def test_storage_falls_back_to_azure_web_jobs_storage(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COSELL_STORAGE", "")
-    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    assert get_settings().storage == "UseDevelopmentStorage=true"
-
-
-def test_no_storage_at_all_says_which_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="COSELL_STORAGE \\(or AzureWebJobsStorage\\) is not set"):
-        get_settings().storage
-
-
 def test_local_settings_values_reach_the_environment_but_do_not_override_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
