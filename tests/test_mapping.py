@@ -109,6 +109,15 @@ def test_related_records_for_create(mapping: Mapping, incoming: dict, outgoing: 
     assert mapping.contact_rules.role == "Decision Maker" and mapping.contact_rules.match_by == "Email"
 
 
+def test_solution_changes_create_the_missing_rows_and_delete_the_removed(mapping: Mapping, outgoing: dict) -> None:
+    opportunity = opportunity_of(mapping, outgoing)
+    assert mapping.solution_changes(outgoing, opportunity) == ([], [])
+    outgoing["details"]["requirements"]["solutions"] = [{"id": "sol-new", "name": "New one", "type": "Service"}]
+    create, delete = mapping.solution_changes(outgoing, opportunity)
+    assert delete == ["a00"] and [row["Solution_Id__c"] for row in create] == ["sol-new"]
+    assert create[0]["Opportunity__c"] == OPP_ID and create[0]["Solution_Key__c"] == f"{outgoing['id']}:sol-new"
+
+
 def test_referral_to_salesforce_update_follows_directions(mapping: Mapping, outgoing: dict) -> None:
     update = mapping.referral_to_salesforce(outgoing)
     # Name and How can Microsoft help flow only Salesforce -> Partner Center on update.

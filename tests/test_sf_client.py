@@ -222,6 +222,24 @@ def test_composite_runs_25_subrequests_a_call_and_keeps_references_across_calls(
     assert not failed[0].success and isinstance(failed[0].error("composite"), InvalidInput)
 
 
+def test_composite_upserts_queries_and_deletes_related_rows(sf_sim: SalesforceSim, client: SalesforceClient) -> None:
+    [opp] = client.upsert("Opportunity", [opportunity(8)])
+    row = {"Name": "Migrate", "Opportunity__c": opp.id, "Solution_Id__c": "sol-1"}
+    first = client.composite([SubRequest.upsert("Microsoft_Solution__c", "Solution_Key__c", "ref-0008:sol-1", row,
+                                                ref="row")])
+    renamed = {"Name": "Migrate+"}  # the master-detail parent is create-only: an update leaves it out
+    again = client.composite([
+        SubRequest.upsert("Microsoft_Solution__c", "Solution_Key__c", "ref-0008:sol-1", renamed, ref="row"),
+        SubRequest.query(f"SELECT Id, Solution_Id__c FROM Microsoft_Solution__c WHERE Opportunity__c = '{opp.id}'",
+                         ref="rows"),
+    ])
+    assert first[0].status == 201 and again[0].status == 200 and again[0].id == first[0].id  # no second row
+    assert [r["Solution_Id__c"] for r in again[1].body["records"]] == ["sol-1"]
+    gone = client.composite([SubRequest.delete("Microsoft_Solution__c", first[0].id, ref="gone")])
+    assert gone[0].success and sf_sim.org.count("Microsoft_Solution__c") == 0
+    assert client.get("Opportunity", opp.id, ["Name", "StageName"]) == {"Name": "Deal 8", "StageName": "Prospecting"}
+
+
 # Retries ---------------------------------------------------------------------------------------------
 
 def test_locked_records_are_sent_again_and_only_they(sf_sim: SalesforceSim, client: SalesforceClient) -> None:

@@ -357,8 +357,8 @@ class Mapping:
         return [record for record in (self.contacts.to_salesforce(m, create=True) for m in members) if record]
 
     def solution_rows(self, referral: MappingABC[str, Any], opportunity_id: str) -> list[dict[str, Any]]:
-        """Solutions rows for an opportunity from the referral's solutions; with the key field set to
-        "referral id:solution id" so writing them is an upsert that never doubles a row."""
+        """New solutions rows for an opportunity from the referral's solutions, with the key field set to
+        "referral id:solution id" so that creating them again (upsert by that key) never doubles a row."""
         rows = []
         for item in get_path(referral, self.solutions.pc_path) or []:
             row = self.solution_rows_mapping.to_salesforce(item, create=True)
@@ -368,6 +368,21 @@ class Mapping:
                 row[self.solution_rules.key_field] = f"{referral.get('id')}:{solution_id}"
             rows.append(row)
         return rows
+
+    def solution_changes(self, referral: MappingABC[str, Any],
+                         opportunity: MappingABC[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+        """What makes an opportunity's solutions rows match the referral's solutions.
+
+        Returns:
+            (rows to create, Ids of rows to delete). Rows are never updated: the parent field of a
+            master-detail row is create-only, and a solution's name and type belong to Partner Center.
+        """
+        have = {self.solutions.id_field.sf_value(row): row for row in self.solutions.rows(opportunity)}
+        wanted = self.solution_rows(referral, str(opportunity.get("Id")))
+        wanted_ids = {row.get(self.solutions.id_field.sf_field) for row in wanted}
+        create = [row for row in wanted if row.get(self.solutions.id_field.sf_field) not in have]
+        delete = [str(row["Id"]) for solution_id, row in have.items() if solution_id not in wanted_ids]
+        return create, delete
 
     def referral_for_create(self, opportunity: MappingABC[str, Any], *, account: MappingABC[str, Any] | None,
                             contacts: Sequence[MappingABC[str, Any]] = ()) -> dict[str, Any]:
