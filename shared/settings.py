@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         """
         field = name.lower()
         value = getattr(self, field)
-        if value is None or value == "":
+        if value is None or value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
             raise ConfigError(
                 f"setting {field.upper()} is not set: add it to local.settings.json (Values) "
                 "or the Function App's application settings"

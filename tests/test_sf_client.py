@@ -94,6 +94,10 @@ def test_login_problems_are_named(sf_sim: SalesforceSim, connect: Callable[..., 
         connect(sf_sim, drop=("SALESFORCE_USERNAME",))
     with pytest.raises(ConfigError, match="no Salesforce login is configured"):
         connect(sf_sim, drop=("SALESFORCE_PRIVATE_KEY", "SALESFORCE_PASSWORD", "SALESFORCE_CLIENT_SECRET"))
+    # Settings listed but left empty (as in local.settings.example.json) count as not set.
+    assert connect(sf_sim, SALESFORCE_PRIVATE_KEY="", SALESFORCE_PASSWORD="").credentials.grant is Grant.CLIENT_CREDENTIALS
+    with pytest.raises(ConfigError, match="SALESFORCE_CLIENT_ID is not set"):
+        connect(sf_sim, SALESFORCE_CLIENT_ID="")
     with pytest.raises(ConfigError, match="neither PEM text nor a readable PEM file"):
         connect(sf_sim, SALESFORCE_PRIVATE_KEY="/nonexistent/key.pem")
     wrong = connect(sf_sim, drop=("SALESFORCE_PRIVATE_KEY",), SALESFORCE_PASSWORD="wrong")

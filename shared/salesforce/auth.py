@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from shared.errors import AuthExpired, ConfigError, Unavailable
 
@@ -77,18 +77,18 @@ class Credentials:
         Raises:
             ConfigError: no grant is possible, or the chosen one lacks a setting (named in the message).
         """
-        if settings.salesforce_private_key is not None:
+        if _given(settings, "salesforce_private_key"):
             return cls(Grant.JWT_BEARER, client_id=settings.require("salesforce_client_id"),
                        username=settings.require("salesforce_username"),
                        private_key_pem=load_private_key(settings.require("salesforce_private_key")))
-        if settings.salesforce_password is not None:
-            token = settings.salesforce_security_token
+        if _given(settings, "salesforce_password"):
             return cls(Grant.PASSWORD, client_id=settings.require("salesforce_client_id"),
                        client_secret=settings.require("salesforce_client_secret"),
                        username=settings.require("salesforce_username"),
                        password=settings.require("salesforce_password"),
-                       security_token=token.get_secret_value() if token is not None else "")
-        if settings.salesforce_client_secret is not None:
+                       security_token=settings.require("salesforce_security_token")
+                       if _given(settings, "salesforce_security_token") else "")
+        if _given(settings, "salesforce_client_secret"):
             return cls(Grant.CLIENT_CREDENTIALS, client_id=settings.require("salesforce_client_id"),
                        client_secret=settings.require("salesforce_client_secret"))
         raise ConfigError(
@@ -110,6 +110,12 @@ class Credentials:
                     "password": (self.password or "") + (self.security_token or "")}
         return {"grant_type": "client_credentials", "client_id": self.client_id or "",
                 "client_secret": self.client_secret or ""}
+
+
+def _given(settings: Settings, name: str) -> bool:
+    """Set and not empty (local.settings.example.json lists every setting, unused ones as "")."""
+    value = getattr(settings, name)
+    return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
 
 
 def load_private_key(value: str) -> str:
