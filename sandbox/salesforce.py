@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,14 +37,8 @@ from sandbox.httpsim import HttpError, Request, Response, Router, SimServer
 from sandbox.sf_auth import Authenticator, ClientApp
 from sandbox.sf_org import Org, RecordError, RequestError, SimUser
 from sandbox.sf_rest import MAX_VERSION, RestApi, TokenEndpoint
-from sandbox.sf_schema import (
-    DEFAULT_CURRENCIES,
-    DEFAULT_METADATA_DIR,
-    DEFAULT_STAGES,
-    ObjectDef,
-    Stage,
-    build_schema,
-)
+from sandbox.sf_model import DEFAULT_CURRENCIES, DEFAULT_STAGES, ObjectDef, Stage
+from sandbox.sf_schema import DEFAULT_METADATA_DIR, build_schema
 from sandbox.sf_values import format_value, now_utc, normalize_id
 from sandbox.soql import bind, parse, run
 
@@ -95,6 +90,8 @@ class SalesforceSim:
         jwt_certificate_pem / jwt_private_key_pem: the client app's JWT certificate and the key that signs
             with it; issued from `ca` when not given.
         clock: the time source of the org (tests may pass a controllable one).
+        ssl_context: a server context from `ca.server_ssl_context()` to reuse (a fresh one when not given;
+            tests share one because issuing a certificate is the slow part of starting).
     """
 
     def __init__(self, ca: SandboxCA, *, port: int = 0, metadata_dir: Path | str = DEFAULT_METADATA_DIR,
@@ -102,7 +99,7 @@ class SalesforceSim:
                  stages: Sequence[Stage] = DEFAULT_STAGES, api_limit: int = 100_000, batch_size: int = 2000,
                  jwt_certificate_pem: bytes | None = None, jwt_private_key_pem: bytes | None = None,
                  client_id: str = "3MVG9sandbox.CoSellConnector", client_secret: str = "sandbox-client-secret",
-                 clock: Callable[[], dt.datetime] = now_utc) -> None:
+                 clock: Callable[[], dt.datetime] = now_utc, ssl_context: ssl.SSLContext | None = None) -> None:
         if jwt_certificate_pem is None or jwt_private_key_pem is None:
             issued = ca.issue("cosell-connector-jwt", organization="Co-sell Connector")
             jwt_certificate_pem, jwt_private_key_pem = issued.cert_pem, issued.key_pem
@@ -121,7 +118,7 @@ class SalesforceSim:
         TokenEndpoint(self.auth).register(router)
         self.api.register(router)
         self._sandbox_routes(router)
-        self.server = SimServer(router, port=port, ssl_context=ca.server_ssl_context())
+        self.server = SimServer(router, port=port, ssl_context=ssl_context or ca.server_ssl_context())
         self._jwt = (jwt_certificate_pem, jwt_private_key_pem)
 
     # -- lifecycle

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.sf_schema import Access, FieldDef, FieldType, ObjectDef, Schema
+from sandbox.sf_model import Access, FieldDef, FieldType, ObjectDef, Schema
 from sandbox.sf_values import (
     FieldValueError,
     ValueParseError,

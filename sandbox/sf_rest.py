@@ -13,14 +13,14 @@ import itertools
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sandbox.httpsim import Request, Response, Router
 from sandbox.sf_auth import Authenticator, TokenError
 from sandbox.sf_org import TYPE_KEY, Org, Record, RecordError, RequestError, SimUser
-from sandbox.sf_schema import Access, FieldDef, ObjectDef
+from sandbox.sf_model import Access, FieldDef, ObjectDef
 from sandbox.sf_values import format_value, make_id, normalize_id
 from sandbox.soql import SoqlError, bind, parse, run
 
@@ -389,6 +389,7 @@ class RestApi:
                                                          "records into this call")
         all_or_none = bool(body.get("allOrNone", False))
         key_field: FieldDef | None = None
+        upsert_obj: ObjectDef | None = None
         if mode == "upsert":
             upsert_obj = self._object(call, request.params["sobject"])
             key_field = self._key_field(call, upsert_obj, request.params["field"])
@@ -401,7 +402,7 @@ class RestApi:
             if not type_name:
                 raise RequestError(400, "INVALID_TYPE", "Must send a concrete entity type.")
             obj = self._object(call, type_name)
-            if key_field is not None and obj.name != upsert_obj.name:
+            if upsert_obj is not None and obj is not upsert_obj:
                 raise RequestError(400, "INVALID_TYPE", f"all records must be of type {upsert_obj.name}")
             values = self.org.parse_fields(obj, raw, call.access)
             parsed.append((obj, values, raw.get("Id")))

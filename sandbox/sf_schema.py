@@ -11,516 +11,32 @@ field, an unknown field type) stops the build with a `SchemaError` naming the fi
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sandbox.sf_formula import Formula, FormulaError, parse_formula
+from sandbox.sf_formula import FormulaError, parse_formula
+from sandbox.sf_model import (
+    DEFAULT_CURRENCIES,
+    DEFAULT_STAGES,
+    Access,
+    ChildRelationship,
+    FieldDef,
+    FieldType,
+    ObjectAccess,
+    ObjectDef,
+    PermissionSet,
+    Schema,
+    SchemaError,
+    Stage,
+)
+from sandbox.sf_standard import add_standard_children, currency_field, standard_objects, system_fields
 
 NS = "http://soap.sforce.com/2006/04/metadata"
 _Q = "{" + NS + "}"
 DEFAULT_METADATA_DIR = Path(__file__).resolve().parent.parent / "salesforce" / "force-app"
-
-
-class SchemaError(ValueError):
-    """The metadata cannot be deployed as written (or uses something the simulator does not model)."""
-
-
-class FieldType(StrEnum):
-    """Describe's `type` values for the fields the simulator models."""
-
-    ID = "id"
-    STRING = "string"
-    TEXTAREA = "textarea"
-    BOOLEAN = "boolean"
-    PICKLIST = "picklist"
-    CURRENCY = "currency"
-    DOUBLE = "double"
-    PERCENT = "percent"
-    INT = "int"
-    DATE = "date"
-    DATETIME = "datetime"
-    REFERENCE = "reference"
-    URL = "url"
-    EMAIL = "email"
-    PHONE = "phone"
-
-
-TEXT_TYPES = frozenset({FieldType.ID, FieldType.STRING, FieldType.TEXTAREA, FieldType.PICKLIST,
-                        FieldType.REFERENCE, FieldType.URL, FieldType.EMAIL, FieldType.PHONE})
-NUMBER_TYPES = frozenset({FieldType.CURRENCY, FieldType.DOUBLE, FieldType.PERCENT, FieldType.INT})
-_SOAP_TYPES = {
-    FieldType.ID: "tns:ID", FieldType.REFERENCE: "tns:ID", FieldType.BOOLEAN: "xsd:boolean",
-    FieldType.CURRENCY: "xsd:double", FieldType.DOUBLE: "xsd:double", FieldType.PERCENT: "xsd:double",
-    FieldType.INT: "xsd:int", FieldType.DATE: "xsd:date", FieldType.DATETIME: "xsd:dateTime",
-}
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One Opportunity stage and what Salesforce derives from it."""
-
-    name: str
-    probability: int
-    closed: bool = False
-    won: bool = False
-    forecast: str = "Pipeline"
-
-
-DEFAULT_STAGES: tuple[Stage, ...] = (
-    Stage("Prospecting", 10),
-    Stage("Qualification", 10),
-    Stage("Needs Analysis", 20),
-    Stage("Value Proposition", 50),
-    Stage("Id. Decision Makers", 60),
-    Stage("Perception Analysis", 70),
-    Stage("Proposal/Price Quote", 75),
-    Stage("Negotiation/Review", 90),
-    Stage("Closed Won", 100, closed=True, won=True, forecast="Closed"),
-    Stage("Closed Lost", 0, closed=True, forecast="Omitted"),
-)
-DEFAULT_CURRENCIES: tuple[str, ...] = ("USD", "EUR", "GBP", "JPY", "AUD", "CAD", "CHF", "INR")
-
-
-@dataclass(frozen=True)
-class FieldDef:
-    """One field as describe reports it, plus what the simulator needs to enforce it."""
-
-    name: str
-    label: str
-    type: FieldType
-    length: int = 0
-    precision: int = 0
-    scale: int = 0
-    nillable: bool = True
-    createable: bool = True
-    updateable: bool = True
-    defaulted_on_create: bool = False
-    default: Any = None
-    picklist: tuple[str, ...] = ()
-    picklist_labels: tuple[str, ...] = ()
-    restricted: bool = False
-    reference_to: tuple[str, ...] = ()
-    relationship_name: str | None = None
-    cascade_delete: bool = False
-    external_id: bool = False
-    unique: bool = False
-    case_sensitive: bool = False
-    id_lookup: bool = False
-    long_text: bool = False
-    name_field: bool = False
-    custom: bool = False
-    formula: Formula | None = None
-    help_text: str | None = None
-
-    @property
-    def required(self) -> bool:
-        """Must be given on create (REQUIRED_FIELD_MISSING otherwise)."""
-        return not self.nillable and self.createable and not self.defaulted_on_create
-
-    @property
-    def calculated(self) -> bool:
-        return self.formula is not None
-
-    @property
-    def filterable(self) -> bool:
-        return not self.long_text
-
-    @property
-    def fls_exempt(self) -> bool:
-        """Required fields and master-detail fields are always visible: no permission set may name them."""
-        return self.required
-
-    def describe(self, *, createable: bool, updateable: bool) -> dict[str, Any]:
-        values = self.picklist
-        labels = self.picklist_labels or values
-        return {
-            "name": self.name,
-            "label": self.label,
-            "type": str(self.type),
-            "soapType": _SOAP_TYPES.get(self.type, "xsd:string"),
-            "length": self.length,
-            "byteLength": self.length * 3,
-            "precision": self.precision,
-            "scale": self.scale,
-            "digits": 9 if self.type == FieldType.INT else 0,
-            "nillable": self.nillable,
-            "createable": createable,
-            "updateable": updateable,
-            "defaultedOnCreate": self.defaulted_on_create,
-            "defaultValue": self.default if self.type == FieldType.BOOLEAN else None,
-            "calculated": self.calculated,
-            "calculatedFormula": self.formula.source if self.formula else None,
-            "externalId": self.external_id,
-            "unique": self.unique,
-            "caseSensitive": self.case_sensitive,
-            "idLookup": self.id_lookup,
-            "filterable": self.filterable,
-            "sortable": self.filterable,
-            "groupable": self.filterable and self.type not in NUMBER_TYPES,
-            "nameField": self.name_field,
-            "autoNumber": False,
-            "custom": self.custom,
-            "htmlFormatted": False,
-            "dependentPicklist": False,
-            "restrictedPicklist": self.restricted,
-            "picklistValues": [
-                {"active": True, "defaultValue": value == self.default, "label": label, "validFor": None,
-                 "value": value}
-                for value, label in zip(values, labels, strict=True)
-            ],
-            "referenceTo": list(self.reference_to),
-            "relationshipName": self.relationship_name,
-            "cascadeDelete": self.cascade_delete,
-            "inlineHelpText": self.help_text,
-            "extraTypeInfo": "plaintextarea" if self.type == FieldType.TEXTAREA else None,
-        }
-
-
-@dataclass(frozen=True)
-class ChildRelationship:
-    """A parent-to-child relationship usable in a SOQL subquery (`Microsoft_Solutions__r`)."""
-
-    name: str
-    child_object: str
-    field: str
-    cascade_delete: bool
-
-
-@dataclass
-class ObjectDef:
-    """One sObject type: its fields in describe order, with case-insensitive lookups."""
-
-    name: str
-    label: str
-    plural: str
-    key_prefix: str
-    fields: dict[str, FieldDef]
-    custom: bool = False
-    createable: bool = True
-    updateable: bool = True
-    deletable: bool = True
-    children: list[ChildRelationship] = field(default_factory=list)
-
-    def field(self, name: str) -> FieldDef | None:
-        return self._lower_fields().get(name.lower())
-
-    def relationship(self, name: str) -> FieldDef | None:
-        """The reference field whose relationship name is `name` (`Account` → AccountId)."""
-        lower = name.lower()
-        for candidate in self.fields.values():
-            if candidate.relationship_name and candidate.relationship_name.lower() == lower:
-                return candidate
-        return None
-
-    def child(self, name: str) -> ChildRelationship | None:
-        lower = name.lower()
-        return next((c for c in self.children if c.name.lower() == lower), None)
-
-    def add_field(self, definition: FieldDef) -> None:
-        self.fields[definition.name] = definition
-        self.__dict__.pop("_lower", None)
-
-    def _lower_fields(self) -> dict[str, FieldDef]:
-        lower = self.__dict__.get("_lower")
-        if lower is None or len(lower) != len(self.fields):
-            lower = {name.lower(): f for name, f in self.fields.items()}
-            self.__dict__["_lower"] = lower
-        return lower
-
-
-@dataclass(frozen=True)
-class ObjectAccess:
-    """Object permissions (CRUD, View All, Modify All) of one user on one object."""
-
-    create: bool = True
-    read: bool = True
-    edit: bool = True
-    delete: bool = True
-    view_all: bool = True
-    modify_all: bool = True
-
-
-FULL_ACCESS = ObjectAccess()
-READ_ONLY = ObjectAccess(create=False, edit=False, delete=False, modify_all=False)
-NO_ACCESS = ObjectAccess(False, False, False, False, False, False)
-
-
-@dataclass(frozen=True)
-class PermissionSet:
-    """A parsed permission set: field permissions by `Object.Field`, object permissions by object."""
-
-    name: str
-    label: str
-    fields: dict[str, tuple[bool, bool]]
-    objects: dict[str, ObjectAccess]
-    user_permissions: frozenset[str]
-
-
-class Schema:
-    """Every object of the org, by name (case-insensitive) and by Id key prefix."""
-
-    def __init__(self, objects: Iterable[ObjectDef], *, stages: Sequence[Stage], multi_currency: bool,
-                 currencies: Sequence[str], permission_sets: dict[str, PermissionSet] | None = None) -> None:
-        self.objects = {o.name: o for o in objects}
-        self._lower = {name.lower(): o for name, o in self.objects.items()}
-        self.by_prefix = {o.key_prefix: o for o in self.objects.values()}
-        self.stages = {s.name: s for s in stages}
-        self.multi_currency = multi_currency
-        self.currencies = tuple(currencies)
-        self.corporate_currency = self.currencies[0]
-        self.permission_sets = permission_sets or {}
-
-    def object(self, name: str) -> ObjectDef | None:
-        return self._lower.get(name.lower())
-
-
-class Access:
-    """What one user may see and change: everything, or what a permission set grants.
-
-    Rules (a simplification of profiles + permission sets, enough to catch a permission set that forgets
-    a field the connector writes): custom objects need object permissions in the set; standard objects the
-    set names follow it, others are fully accessible (the profile grants them), User is read-only for all;
-    custom fields need field permissions unless required or master-detail; standard fields the set names
-    follow it, others are accessible.
-    """
-
-    def __init__(self, schema: Schema, permission_set: PermissionSet | None = None) -> None:
-        self.schema = schema
-        self.permission_set = permission_set
-
-    def object(self, obj: ObjectDef) -> ObjectAccess:
-        if not obj.createable:
-            return READ_ONLY
-        if self.permission_set is None:
-            return FULL_ACCESS
-        granted = self.permission_set.objects.get(obj.name)
-        if granted is not None:
-            return granted
-        return NO_ACCESS if obj.custom else FULL_ACCESS
-
-    def can_read(self, obj: ObjectDef, definition: FieldDef) -> bool:
-        if self.permission_set is None or definition.fls_exempt:
-            return True
-        granted = self.permission_set.fields.get(f"{obj.name}.{definition.name}")
-        if granted is None:
-            return not definition.custom
-        return granted[0]
-
-    def can_edit(self, obj: ObjectDef, definition: FieldDef) -> bool:
-        if self.permission_set is None or definition.fls_exempt:
-            return True
-        granted = self.permission_set.fields.get(f"{obj.name}.{definition.name}")
-        if granted is None:
-            return not definition.custom
-        return granted[1]
-
-    def describe(self, obj: ObjectDef, base_url: str) -> dict[str, Any]:
-        """The `/sobjects/{type}/describe` body as this user sees it."""
-        access = self.object(obj)
-        return {
-            **self.describe_global_entry(obj, base_url),
-            "fields": [
-                f.describe(createable=f.createable and self.can_edit(obj, f) and access.create,
-                           updateable=f.updateable and self.can_edit(obj, f) and access.edit)
-                for f in obj.fields.values() if self.can_read(obj, f)
-            ],
-            "childRelationships": [
-                {"childSObject": c.child_object, "field": c.field, "relationshipName": c.name,
-                 "cascadeDelete": c.cascade_delete, "deprecatedAndHidden": False, "restrictedDelete": False}
-                for c in obj.children
-            ],
-            "recordTypeInfos": [],
-        }
-
-    def describe_global_entry(self, obj: ObjectDef, base_url: str) -> dict[str, Any]:
-        access = self.object(obj)
-        return {
-            "name": obj.name, "label": obj.label, "labelPlural": obj.plural, "keyPrefix": obj.key_prefix,
-            "custom": obj.custom, "createable": access.create, "updateable": access.edit,
-            "deletable": access.delete and obj.deletable, "queryable": access.read, "retrieveable": access.read,
-            "searchable": access.read, "layoutable": True, "triggerable": True, "replicateable": True,
-            "urls": {"sobject": f"{base_url}/sobjects/{obj.name}",
-                     "describe": f"{base_url}/sobjects/{obj.name}/describe",
-                     "rowTemplate": f"{base_url}/sobjects/{obj.name}/{{ID}}"},
-        }
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Standard objects
-
-
-def _label(name: str) -> str:
-    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name.removesuffix("Id"))
-
-
-def _f(name: str, kind: FieldType, label: str | None = None, **options: Any) -> FieldDef:
-    if kind in (FieldType.STRING, FieldType.URL, FieldType.EMAIL, FieldType.PHONE, FieldType.TEXTAREA,
-                FieldType.PICKLIST) and "length" not in options:
-        options["length"] = {FieldType.URL: 255, FieldType.EMAIL: 80, FieldType.PHONE: 40,
-                             FieldType.TEXTAREA: 255, FieldType.PICKLIST: 255}.get(kind, 255)
-    if kind in (FieldType.ID, FieldType.REFERENCE):
-        options.setdefault("length", 18)
-    return FieldDef(name=name, label=label or _label(name), type=kind, **options)
-
-
-def _read_only(name: str, kind: FieldType, **options: Any) -> FieldDef:
-    return _f(name, kind, createable=False, updateable=False, **options)
-
-
-def _ref(name: str, target: str, relationship: str, **options: Any) -> FieldDef:
-    return _f(name, FieldType.REFERENCE, reference_to=(target,), relationship_name=relationship, **options)
-
-
-def _picklist(name: str, values: Sequence[str], **options: Any) -> FieldDef:
-    return _f(name, FieldType.PICKLIST, picklist=tuple(values), **options)
-
-
-def _system_fields(*, owner: bool) -> list[FieldDef]:
-    """The fields every record has, set by the server only."""
-    fields = [
-        _read_only("Id", FieldType.ID, label="Record ID", nillable=False, defaulted_on_create=True, id_lookup=True),
-        _read_only("IsDeleted", FieldType.BOOLEAN, label="Deleted", nillable=False, defaulted_on_create=True,
-                   default=False),
-    ]
-    if owner:
-        fields.append(_ref("OwnerId", "User", "Owner", label="Owner ID", nillable=False, defaulted_on_create=True))
-    fields += [
-        _read_only("CreatedDate", FieldType.DATETIME, nillable=False, defaulted_on_create=True),
-        _read_only("CreatedById", FieldType.REFERENCE, label="Created By ID", reference_to=("User",),
-                   relationship_name="CreatedBy", nillable=False, defaulted_on_create=True, length=18),
-        _read_only("LastModifiedDate", FieldType.DATETIME, nillable=False, defaulted_on_create=True),
-        _read_only("LastModifiedById", FieldType.REFERENCE, label="Last Modified By ID", reference_to=("User",),
-                   relationship_name="LastModifiedBy", nillable=False, defaulted_on_create=True, length=18),
-        _read_only("SystemModstamp", FieldType.DATETIME, label="System Modstamp", nillable=False,
-                   defaulted_on_create=True),
-    ]
-    return fields
-
-
-def _currency_field(currencies: Sequence[str]) -> FieldDef:
-    return _picklist("CurrencyIsoCode", currencies, label="Currency ISO Code", length=3, restricted=True,
-                     nillable=False, defaulted_on_create=True, default=currencies[0])
-
-
-def _object(name: str, prefix: str, fields: list[FieldDef], *, plural: str | None = None, label: str | None = None,
-            createable: bool = True) -> ObjectDef:
-    return ObjectDef(name=name, label=label or _label(name), plural=plural or f"{_label(name)}s", key_prefix=prefix,
-                     fields={f.name: f for f in fields}, createable=createable, updateable=createable,
-                     deletable=createable)
-
-
-def standard_objects(*, stages: Sequence[Stage], multi_currency: bool, currencies: Sequence[str]) -> list[ObjectDef]:
-    """The standard objects the connector touches, with the standard fields it may read or write."""
-    money = [_currency_field(currencies)] if multi_currency else []
-    address = lambda prefix: [  # noqa: E731 - a tiny local table
-        _f(f"{prefix}Street", FieldType.TEXTAREA), _f(f"{prefix}City", FieldType.STRING, length=40),
-        _f(f"{prefix}State", FieldType.STRING, length=80), _f(f"{prefix}PostalCode", FieldType.STRING, length=20),
-        _f(f"{prefix}Country", FieldType.STRING, length=80),
-    ]
-    user = _object("User", "005", [
-        *_system_fields(owner=False),
-        _f("Username", FieldType.STRING, length=80, nillable=False, unique=True, id_lookup=True),
-        _f("FirstName", FieldType.STRING, length=40),
-        _f("LastName", FieldType.STRING, length=80, nillable=False),
-        _read_only("Name", FieldType.STRING, label="Full Name", length=121, name_field=True),
-        _f("Email", FieldType.EMAIL, length=128, nillable=False),
-        _f("IsActive", FieldType.BOOLEAN, label="Active", nillable=False, defaulted_on_create=True, default=True),
-        _f("Alias", FieldType.STRING, length=8, nillable=False),
-    ], createable=False)
-    account = _object("Account", "001", [
-        *_system_fields(owner=True),
-        _f("Name", FieldType.STRING, label="Account Name", nillable=False, name_field=True),
-        _picklist("Type", ["Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other"],
-                  label="Account Type"),
-        _ref("ParentId", "Account", "Parent", label="Parent Account ID"),
-        *address("Billing"),
-        *address("Shipping"),
-        _f("Phone", FieldType.PHONE, label="Account Phone"),
-        _f("Website", FieldType.URL),
-        _picklist("Industry", ["Agriculture", "Banking", "Education", "Finance", "Government", "Healthcare",
-                               "Manufacturing", "Retail", "Technology", "Other"]),
-        _f("NumberOfEmployees", FieldType.INT, label="Employees", precision=8),
-        _f("AccountNumber", FieldType.STRING, length=40),
-        _f("Description", FieldType.TEXTAREA, label="Account Description", length=32000, long_text=True),
-        *money,
-    ], label="Account")
-    contact = _object("Contact", "003", [
-        *_system_fields(owner=True),
-        _ref("AccountId", "Account", "Account", label="Account ID", cascade_delete=True),
-        _picklist("Salutation", ["Mr.", "Ms.", "Mrs.", "Dr.", "Prof."]),
-        _f("FirstName", FieldType.STRING, length=40),
-        _f("LastName", FieldType.STRING, length=80, nillable=False),
-        _read_only("Name", FieldType.STRING, label="Full Name", length=121, name_field=True),
-        _f("Email", FieldType.EMAIL),
-        _f("Phone", FieldType.PHONE, label="Business Phone"),
-        _f("MobilePhone", FieldType.PHONE),
-        _f("Title", FieldType.STRING, length=128),
-        _f("Department", FieldType.STRING, length=80),
-        *address("Mailing"),
-        _f("Description", FieldType.TEXTAREA, length=32000, long_text=True),
-        *money,
-    ])
-    opportunity = _object("Opportunity", "006", [
-        *_system_fields(owner=True),
-        _ref("AccountId", "Account", "Account", label="Account ID", cascade_delete=True),
-        _f("Name", FieldType.STRING, label="Name", length=120, nillable=False, name_field=True),
-        _f("Description", FieldType.TEXTAREA, length=32000, long_text=True),
-        _picklist("StageName", [s.name for s in stages], label="Stage", length=255, restricted=True,
-                  nillable=False),
-        _f("Amount", FieldType.CURRENCY, precision=18, scale=2),
-        _f("Probability", FieldType.PERCENT, label="Probability (%)", precision=3, scale=0),
-        _f("CloseDate", FieldType.DATE, nillable=False),
-        _picklist("Type", ["New Customer", "Existing Customer - Upgrade", "Existing Customer - Replacement",
-                           "Existing Customer - Downgrade"], label="Opportunity Type"),
-        _f("NextStep", FieldType.STRING, length=255),
-        _picklist("LeadSource", ["Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other"]),
-        _read_only("IsClosed", FieldType.BOOLEAN, label="Closed", nillable=False, defaulted_on_create=True,
-                   default=False),
-        _read_only("IsWon", FieldType.BOOLEAN, label="Won", nillable=False, defaulted_on_create=True, default=False),
-        _picklist("ForecastCategoryName", ["Omitted", "Pipeline", "Best Case", "Commit", "Closed"],
-                  label="Forecast Category", length=40, defaulted_on_create=True, restricted=True),
-        *money,
-    ], plural="Opportunities")
-    contact_role = _object("OpportunityContactRole", "00K", [
-        *_system_fields(owner=False),
-        _ref("OpportunityId", "Opportunity", "Opportunity", label="Opportunity ID", nillable=False, updateable=False,
-             cascade_delete=True),
-        _ref("ContactId", "Contact", "Contact", label="Contact ID", nillable=False, cascade_delete=True),
-        _picklist("Role", ["Business User", "Decision Maker", "Economic Buyer", "Economic Decision Maker",
-                           "Evaluator", "Executive Sponsor", "Influencer", "Technical Buyer", "Other"], length=40),
-        _f("IsPrimary", FieldType.BOOLEAN, label="Primary", nillable=False, defaulted_on_create=True, default=False),
-    ], label="Opportunity Contact Role")
-    team_member = _object("OpportunityTeamMember", "00q", [
-        *_system_fields(owner=False),
-        _ref("OpportunityId", "Opportunity", "Opportunity", label="Opportunity ID", nillable=False,
-             updateable=False, cascade_delete=True),
-        _ref("UserId", "User", "User", label="User ID", nillable=False, updateable=False),
-        _picklist("TeamMemberRole", ["Account Manager", "Channel Manager", "Executive Sponsor", "Lead Qualifier",
-                                     "Pre-Sales Consultant", "Sales Manager", "Sales Rep", "Other"],
-                  label="Team Role", length=40),
-        _picklist("OpportunityAccessLevel", ["Read", "Edit"], label="Opportunity Access", length=40,
-                  restricted=True, defaulted_on_create=True, default="Read", nillable=False),
-        _read_only("Name", FieldType.STRING, label="Team Member Name", length=121, name_field=True),
-    ], label="Opportunity Team Member")
-    note = _object("Note", "002", [
-        *_system_fields(owner=True),
-        _f("ParentId", FieldType.REFERENCE, label="Parent ID", reference_to=("Opportunity", "Account", "Contact"),
-           relationship_name="Parent", nillable=False, updateable=False, cascade_delete=True),
-        _f("Title", FieldType.STRING, length=80, nillable=False, name_field=True),
-        _f("Body", FieldType.TEXTAREA, length=32000, long_text=True),
-        _f("IsPrivate", FieldType.BOOLEAN, label="Private", nillable=False, defaulted_on_create=True, default=False),
-    ])
-    return [user, account, contact, opportunity, contact_role, team_member, note]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The project's metadata
-
 
 @dataclass
 class Metadata:
@@ -656,11 +172,12 @@ def _custom_object(name: str, path: Path, element: ET.Element, prefix: str, *, o
     if name_field is None or _text(name_field, "type") != "Text":
         raise SchemaError(f"{path}: the simulator models a <nameField> of type Text only")
     fields = [
-        *_system_fields(owner=owner),
-        _f("Name", FieldType.STRING, label=_text(name_field, "label"), length=80, nillable=False, name_field=True),
+        *system_fields(owner=owner),
+        FieldDef(name="Name", label=_text(name_field, "label") or "Name", type=FieldType.STRING, length=80,
+                 nillable=False, name_field=True),
     ]
     if multi_currency:
-        fields.append(_currency_field(currencies))
+        fields.append(currency_field(currencies))
     label = _text(element, "label") or name
     return ObjectDef(name=name, label=label, plural=_text(element, "pluralLabel") or label, key_prefix=prefix,
                      fields={f.name: f for f in fields}, custom=True)
@@ -778,7 +295,7 @@ def build_schema(metadata_dir: Path | str = DEFAULT_METADATA_DIR, *, multi_curre
         except FormulaError as exc:
             raise SchemaError(f"{path}: formula not understood: {exc}") from None
         obj.add_field(replace(definition, formula=parsed))
-    _add_standard_children(objects)
+    add_standard_children(objects)
     permission_sets = {name: _permission_set(name, path, element, objects)
                        for name, (path, element) in metadata.permission_sets.items()}
     for name, (path, element) in metadata.layouts.items():
@@ -787,26 +304,10 @@ def build_schema(metadata_dir: Path | str = DEFAULT_METADATA_DIR, *, multi_curre
                   permission_sets=permission_sets)
 
 
-def _add_standard_children(objects: dict[str, ObjectDef]) -> None:
-    """The standard child relationships (Account.Contacts, Opportunity.OpportunityContactRoles, ...)."""
-    table = [
-        ("Account", "Contacts", "Contact", "AccountId"),
-        ("Account", "Opportunities", "Opportunity", "AccountId"),
-        ("Account", "Notes", "Note", "ParentId"),
-        ("Contact", "OpportunityContactRoles", "OpportunityContactRole", "ContactId"),
-        ("Contact", "Notes", "Note", "ParentId"),
-        ("Opportunity", "OpportunityContactRoles", "OpportunityContactRole", "OpportunityId"),
-        ("Opportunity", "OpportunityTeamMembers", "OpportunityTeamMember", "OpportunityId"),
-        ("Opportunity", "Notes", "Note", "ParentId"),
-    ]
-    for parent, name, child, via in table:
-        objects[parent].children.append(ChildRelationship(name, child, via, True))
-
-
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
+
 __all__ = [
-    "DEFAULT_CURRENCIES", "DEFAULT_METADATA_DIR", "DEFAULT_STAGES", "NS", "NUMBER_TYPES", "TEXT_TYPES", "Access",
-    "ChildRelationship", "FieldDef", "FieldType", "Metadata", "ObjectAccess", "ObjectDef", "PermissionSet",
-    "Schema", "SchemaError", "Stage", "build_schema", "load_metadata", "standard_objects",
+    "DEFAULT_CURRENCIES", "DEFAULT_METADATA_DIR", "DEFAULT_STAGES", "NS", "Access", "FieldDef", "FieldType",
+    "Metadata", "ObjectDef", "Schema", "SchemaError", "Stage", "build_schema", "load_metadata",
 ]

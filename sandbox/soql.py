@@ -15,13 +15,12 @@ parentheses (mixing AND and OR without parentheses is refused, as in Salesforce)
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sandbox.sf_schema import NUMBER_TYPES, TEXT_TYPES, Access, FieldDef, FieldType, ObjectDef, Schema
+from sandbox.sf_model import NUMBER_TYPES, TEXT_TYPES, Access, FieldDef, FieldType, ObjectDef, Schema
 from sandbox.sf_values import format_value, normalize_id, parse_date, parse_datetime
 
 
@@ -98,7 +97,7 @@ def _unescape(body: str, column: int, *, like: bool) -> str:
         if nxt in _ESCAPES:
             out.append(_ESCAPES[nxt])
         elif nxt in "%_":
-            out.append("\\" + nxt if like else "\\" + nxt)
+            out.append("\\" + nxt if like else nxt)
         else:
             raise _malformed(column, f"Invalid string literal '{body}'. Illegal character sequence '\\{nxt}' "
                                      "in string literal.")
@@ -294,11 +293,10 @@ class _Parser:
         items = [self.unary()]
         op: str | None = None
         while self.at("AND", "OR"):
-            word = self.peek().upper  # type: ignore[union-attr]
-            if op is not None and word != op:
-                raise _malformed(self.peek().column,  # type: ignore[union-attr]
-                                 f"unexpected token: '{self.peek().text}' (use parentheses to mix AND and OR)")  # type: ignore[union-attr]
-            op = word
+            token = self.tokens[self.pos]
+            if op is not None and token.upper != op:
+                raise _malformed(token.column, f"unexpected token: '{token.text}' (use parentheses to mix AND and OR)")
+            op = token.upper
             self.pos += 1
             items.append(self.unary())
         return items[0] if op is None else BoolOp(op, tuple(items))
