@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sandbox.salesforce import SalesforceSim
-from shared.mapping import Mapping, validate
+from shared.mapping import Mapping, sobjects_of, validate
 from shared.salesforce import SalesforceClient
 from shared.salesforce.auth import Credentials, Grant
 from shared.settings import APP_ROOT
@@ -112,20 +112,53 @@ def test_the_permission_set_lets_the_connector_write_what_it_writes() -> None:
 
 
 @pytest.fixture
-def integration_describe(sf_sim: SalesforceSim) -> Iterator[Any]:
+def integration_client(sf_sim: SalesforceSim) -> Iterator[SalesforceClient]:
+    """The connector's client logged in to the simulator as the integration user (permission set applies)."""
     creds = sf_sim.credentials
     client = SalesforceClient(login_url=creds.login_url, api_version="64.0",
                               credentials=Credentials(Grant.PASSWORD, client_id=creds.client_id,
                                                       client_secret=creds.client_secret, username=creds.username,
                                                       password=creds.password, security_token=creds.security_token))
-    yield client.org_schema
+    yield client
 
 
-def test_an_org_built_from_the_metadata_accepts_the_mapping_as_the_integration_user(integration_describe: Any) -> None:
-    from shared.mapping import sobjects_of
-
-    schema = integration_describe(sobjects_of(DOCUMENT))
+def test_an_org_built_from_the_metadata_accepts_the_mapping_as_the_integration_user(
+        integration_client: SalesforceClient) -> None:
+    schema = integration_client.org_schema(sobjects_of(DOCUMENT))
     assert validate(DOCUMENT, schema) == []
     mapping = Mapping.from_document(DOCUMENT, describe=schema)
     text_lengths = {f.sf_field: f.transform.max_length for f in mapping.solution_rows_mapping.fields}  # type: ignore[attr-defined]
     assert text_lengths["Solution_Type__c"] == 50  # lengths come from the describe, so a long value is cut, not refused
+
+
+def test_a_referral_body_from_records_read_in_the_org(sf_sim: SalesforceSim,
+                                                      integration_client: SalesforceClient) -> None:
+    """The create path end to end on the mapping's side: seller data in the org -> the POST /referrals body."""
+    account = sf_sim.create("Account", {"Name": "Contoso Ltd", "BillingCountry": "United States",
+                                        "BillingCity": "Seattle"})
+    opp = sf_sim.create("Opportunity", {"Name": "Contoso - Azure migration", "AccountId": account, "Amount": 125000,
+                                        "StageName": "Qualification", "CloseDate": "2027-01-31",
+                                        "How_can_Microsoft_help__c": "CustomerTechnicalArchitecture",
+                                        "Sync_with_Partner_Center__c": True})
+    contact = sf_sim.create("Contact", {"FirstName": "Ada", "LastName": "Lopez", "Email": "ada@contoso.example",
+                                        "AccountId": account})
+    sf_sim.create("OpportunityContactRole", {"OpportunityId": opp, "ContactId": contact, "Role": "Decision Maker"})
+    sf_sim.create("Microsoft_Solution__c", {"Name": "Migrate Accelerator", "Opportunity__c": opp,
+                                            "Solution_Id__c": "sol-1", "Solution_Type__c": "Service"})
+    client = integration_client
+    mapping = Mapping.from_document(DOCUMENT, describe=client.org_schema)
+    [record] = client.query(mapping.opportunity_query([opp]))
+    [account_record] = client.query(mapping.account_query([record["AccountId"]]))
+    contacts = [row["Contact"] for row in client.query(mapping.contact_roles_query([opp]))]
+    body = mapping.referral_for_create(record, account=account_record, contacts=contacts)
+    assert body["name"] == "Contoso - Azure migration" and body["externalReferenceId"] == opp
+    assert body["customerProfile"] == {"name": "Contoso Ltd", "address": {"city": "Seattle", "country": "US"},
+                                       "team": [{"firstName": "Ada", "lastName": "Lopez",
+                                                 "email": "ada@contoso.example"}]}
+    assert body["details"]["dealValue"] == 125000 and body["details"]["closingDateTime"] == "2027-01-31T00:00:00Z"
+    assert body["details"]["currency"] == "USD"  # single-currency org: the mapping's default
+    assert body["details"]["requirements"]["solutions"] == [{"id": "sol-1", "name": "Migrate Accelerator",
+                                                            "type": "Service"}]
+    assert body["inviteContext"]["assistanceRequestCode"] == "CustomerTechnicalArchitecture"
+    values = mapping.sf_values(record)
+    assert values["stage"] == "accepted" and values["solutions"] == ["sol-1"] and "currency" not in values

@@ -227,9 +227,19 @@ class Mapping:
         extra = [self.stage.sf_field, *([self.stages.reason_field] if self.stages.reason_field else [])]
         select = list(dict.fromkeys([*SYSTEM_FIELDS, *own, *extra, *self.opportunity.sf_fields]))
         rows = ", ".join(dict.fromkeys(["Id", *self.solution_rows_mapping.sf_fields]))
-        id_list = ", ".join(f"'{_soql_id(i)}'" for i in ids)
         return (f"SELECT {', '.join(select)}, (SELECT {rows} FROM {self.solutions.relationship}) "
-                f"FROM {self.opportunity.sobject} WHERE Id IN ({id_list})")
+                f"FROM {self.opportunity.sobject} WHERE Id IN ({_id_list(ids)})")
+
+    def account_query(self, ids: Sequence[str]) -> str:
+        """SOQL reading accounts with their mapped fields (the customer profile of a referral)."""
+        select = ", ".join(dict.fromkeys(["Id", *self.account.sf_fields]))
+        return f"SELECT {select} FROM {self.account.sobject} WHERE Id IN ({_id_list(ids)})"
+
+    def contact_roles_query(self, opportunity_ids: Sequence[str]) -> str:
+        """SOQL reading opportunities' contact roles with each contact's mapped fields (`Contact.<field>`)."""
+        contact = ", ".join(f"Contact.{name}" for name in dict.fromkeys(["Id", *self.contacts.sf_fields]))
+        return (f"SELECT Id, OpportunityId, ContactId, Role, {contact} FROM OpportunityContactRole "
+                f"WHERE OpportunityId IN ({_id_list(opportunity_ids)})")
 
     def pc_values(self, referral: MappingABC[str, Any]) -> dict[str, Any]:
         """Canonical value of every merge field in a referral (JSON-ready: fit for the stored base)."""
@@ -422,11 +432,12 @@ class Mapping:
         return f"Mapping({self.source!r}, {len(self.fields)} fields)"
 
 
-def _soql_id(value: str) -> str:
-    """An id fit for a SOQL literal: Salesforce ids are 15 or 18 letters and digits, nothing else."""
-    if not (len(value) in (15, 18) and value.isalnum()):
-        raise InvalidInput(f"not a Salesforce id: {value[:20]!r}")
-    return value
+def _id_list(ids: Sequence[str]) -> str:
+    """Ids as a SOQL list; Salesforce ids are 15 or 18 letters and digits, anything else is refused."""
+    for value in ids:
+        if not (isinstance(value, str) and len(value) in (15, 18) and value.isascii() and value.isalnum()):
+            raise InvalidInput(f"not a Salesforce id: {str(value)[:20]!r}")
+    return ", ".join(f"'{value}'" for value in ids)
 
 
 __all__ = ["Describe", "Mapping", "MergeField", "OpportunityFields", "ReferralUpdate"]
