@@ -55,7 +55,7 @@ class Services:
     def partner_center(self) -> PartnerCenterClient:
         from shared.partner_center import PartnerCenterClient
 
-        return PartnerCenterClient.from_settings(self.settings, store=self.store)
+        return PartnerCenterClient.from_settings(self.settings, store=self.store, secrets=self.secrets)
 
     @cached_property
     def webhooks(self) -> WebhookRegistrationClient:

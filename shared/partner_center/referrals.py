@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.errors import AuthExpired, InvalidInput
 from shared.models.apitypes import format_api_datetime
 from shared.models.referral import Direction, Referral, ReferralPage
-from shared.partner_center.token import RefreshTokenCredential
+from shared.partner_center.token import RefreshTokenCredential, SecretKeeper
 from shared.partner_center.transport import ApiTransport, RetryPolicy, TimeoutSession
 
 if TYPE_CHECKING:
@@ -80,10 +80,11 @@ class PartnerCenterClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, store: Store, session: requests.Session | None = None,
-                      retry: RetryPolicy | None = None) -> PartnerCenterClient:
-        """Build the client: refresh-token credential persisted in `store`, rate limit from settings."""
+                      retry: RetryPolicy | None = None, secrets: SecretKeeper | None = None) -> PartnerCenterClient:
+        """Build the client: the newest refresh token kept in `secrets` (the Key Vault in Azure, else the
+        store's secrets table), token health in `store`, rate limit from settings."""
         session = session or TimeoutSession()
-        credential = RefreshTokenCredential.from_settings(settings, session, secrets=store.secrets,
+        credential = RefreshTokenCredential.from_settings(settings, session, secrets=secrets or store.secrets,
                                                           status=store.status)
         transport = ApiTransport(settings.partner_center_api_url, credential, session=session,
                                  rate_limit=settings.cosell_pc_rate_limit, retry=retry, api="Partner Center referrals")

@@ -216,8 +216,9 @@ class RefreshTokenCredential:
         if stored:
             return stored, "store"
         raise ConfigError(
-            "setting PARTNER_CENTER_REFRESH_TOKEN is not set: sign in with MFA as the Referrals admin user "
-            "(Secure Application Model consent) and put the refresh token there"
+            "setting PARTNER_CENTER_REFRESH_TOKEN is not set (nor the Key Vault secret "
+            f"{REFRESH_TOKEN_SECRET} when COSELL_KEYVAULT_URL is set): sign in with MFA as the Referrals admin "
+            "user (Secure Application Model consent) and put the refresh token there"
         )
 
     def _acquire(self) -> dict[str, Any]:
