@@ -353,7 +353,10 @@ class RestApi:
             batch = min(2000, max(200, int(match.group(1))))
         if plan.count:
             return Response(200, {"totalSize": result.total, "done": True, "records": []})
-        cursor = _Cursor(result.records, batch, self.org.clock(), result.total)
+        now = self.org.clock()
+        for locator in [k for k, c in self._cursors.items() if now - c.touched > CURSOR_IDLE]:
+            del self._cursors[locator]  # abandoned cursors expire, as Salesforce's do
+        cursor = _Cursor(result.records, batch, now, result.total)
         return Response(200, self._page(call, cursor, make_id("01g", next(self._cursor_ids)), 0))
 
     def _page(self, call: Call, cursor: _Cursor, locator: str, start: int) -> dict[str, Any]:
