@@ -77,8 +77,7 @@ def validate(document: Mapping[str, Any], describe: OrgSchema | None = None) -> 
     """Every problem of a mapping document, in file order (an empty list: the mapping is usable)."""
     problems = [Problem(json_path(*error.absolute_path), error.message) for error in _validator().iter_errors(document)]
     problems += _Checker(document, describe).run()
-    seen: set[Problem] = set()
-    return [p for p in problems if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+    return list(dict.fromkeys(problems))  # the schema and a check may both see one mistake: say it once
 
 
 def _dict(value: Any) -> Mapping[str, Any]:
