@@ -114,9 +114,12 @@ class Org:
 
     Args:
         schema: from `sf_schema.build_schema()`.
-        users: the org's users; their Ids come from `new_id("User")`, so create them with `add_user`.
         api_limit: the daily API request limit.
         clock: the time source (tests may pass a fake).
+
+    Users are added with `add_user` (a User record plus a login). `lock_faults` and `late_commits` are the
+    knobs of the write faults: the next `lock_faults` record writes fail with UNABLE_TO_LOCK_ROW; each
+    entry of `late_commits` (seconds) delays the visibility of one upcoming record write.
     """
 
     def __init__(self, schema: Schema, *, api_limit: int = 100_000,
@@ -154,9 +157,6 @@ class Org:
         self._by_object["User"].append(user.id)
         self.users[username] = user
         return user
-
-    def user_by_id(self, user_id: str) -> SimUser:
-        return next(u for u in self.users.values() if u.id == user_id)
 
     def access(self, user: SimUser) -> Access:
         ps = self.schema.permission_sets.get(user.permission_set) if user.permission_set else None
