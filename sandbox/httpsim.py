@@ -212,7 +212,8 @@ class SimServer:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> SimServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"sim-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"sim-{self.port}", daemon=True)
         self._thread.start()
         return self
 
@@ -225,7 +226,7 @@ class SimServer:
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (the simulators' command lines)."""
         try:
-            self._httpd.serve_forever()
+            self._httpd.serve_forever(poll_interval=0.05)
         except KeyboardInterrupt:
             pass
         finally:
@@ -267,6 +268,7 @@ class SimServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # small answers leave at once, not after the 40 ms delayed-ACK wait
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
                 """Quiet: the simulators are chatty enough through their own logs."""
