@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from shared.sync.engine import SyncEngine
     from shared.partner_center import PartnerCenterClient, WebhookRegistrationClient, WebhookVerifier
     from shared.settings import Settings
     from shared.keyvault import KeyVaultSecrets
@@ -84,6 +85,12 @@ class Services:
         from shared.mapping import Mapping
 
         return Mapping.load(self.settings.mapping_path, describe=self.salesforce.org_schema)
+
+    @cached_property
+    def sync_engine(self) -> SyncEngine:
+        from shared.sync.engine import SyncEngine
+
+        return SyncEngine.from_services(self)
 
 
 @functools.cache

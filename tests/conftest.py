@@ -16,7 +16,12 @@ from sandbox.azurite import Azurite
 from sandbox.ca import SandboxCA
 from shared.settings import get_settings
 
-pytest_plugins = ["tests.fixtures.host", "tests.fixtures.partner_center", "tests.fixtures.salesforce"]
+pytest_plugins = [
+    "tests.fixtures.host",
+    "tests.fixtures.partner_center",
+    "tests.fixtures.salesforce",
+    "tests.fixtures.connector",
+]
 
 # Settings a developer may have exported must not leak into the tests: each test says what it needs.
 _CONNECTOR_PREFIXES = ("PARTNER_CENTER_", "SALESFORCE_", "COSELL_")

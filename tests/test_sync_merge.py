@@ -137,42 +137,6 @@ def test_conflict_is_retried() -> None:
     assert isinstance(decide(Conflict("412"), attempt=1, max_attempts=3), Retry)
 
 
-# The referral life cycle (shared/sync/lifecycle.py)
-from shared.sync.lifecycle import Refused, plan_transition  # noqa: E402
-
-
-@pytest.mark.parametrize(
-    ("current", "target", "steps"),
-    [
-        (("New", "Received"), ("Active", "Accepted"), [("Active", "Accepted")]),
-        (("New", "Received"), ("Closed", "Declined"), [("Closed", "Declined")]),
-        (("New", "Received"), ("Closed", "Lost"), [("Closed", "Declined")]),
-        (("New", "Pending"), ("Closed", "Won"), [("Active", "Accepted"), ("Closed", "Won")]),
-        (("Active", "Accepted"), ("Closed", "Won"), [("Closed", "Won")]),
-        (("Active", "Accepted"), ("Closed", "Lost"), [("Closed", "Lost")]),
-        (("Active", "Accepted"), ("Active", "Accepted"), []),
-        (("New", "Received"), ("New", "Pending"), []),
-    ],
-)
-def test_seller_moves_become_legal_partner_center_steps(current, target, steps) -> None:
-    assert plan_transition(current, target) == steps
-
-
-@pytest.mark.parametrize(
-    ("current", "target", "words"),
-    [
-        (("Closed", "Won"), ("Active", "Accepted"), "already closed (Won)"),
-        (("Closed", "Expired"), ("Closed", "Won"), "already closed (Expired)"),
-        (("Active", "Accepted"), ("New", "Received"), "cannot go back"),
-        (("Active", "Accepted"), ("Closed", "Declined"), "does not allow Active/Accepted -> Closed/Declined"),
-        (("New", "Received"), ("Closed", "Expired"), "only Partner Center expires"),
-    ],
-)
-def test_illegal_moves_are_refused_in_plain_words(current, target, words) -> None:
-    decision = plan_transition(current, target)
-    assert isinstance(decision, Refused) and words in decision.reason
-
-
 # The Audit trail (shared/sync/audit.py)
 from shared.sync.audit import MAX_CHARS, MAX_LINES, add_line  # noqa: E402
 

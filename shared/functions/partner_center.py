@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 import azure.functions as func
@@ -79,24 +78,11 @@ def partner_center_events(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("partner_center_referral_changes")
 @bp.queue_trigger(arg_name="msg", queue_name=REFERRAL_QUEUE_NAME, connection="COSELL_STORAGE")
 def partner_center_referral_changes(msg: func.QueueMessage) -> None:
-    """A referral changed: read it fresh from Partner Center and record it in the sync log."""
-    from shared.errors import NotFound
-    from shared.models.records import SyncLogEntry, SyncOutcome
+    """A referral changed: sync it (read both sides fresh, merge, write what differs)."""
     from shared.runtime import services
+    from shared.sync.processor import process_referral
 
-    app = services()
-    referral_id = str(msg.get_json()["referral_id"])
-    started = time.monotonic()
-    client = app.partner_center
-    try:
-        referral = client.get_referral(referral_id)
-        message = f"read referral ({referral.status}/{referral.substatus}); waiting for the sync engine"
-    except NotFound as exc:
-        message = f"referral no longer exists: {exc.message}"
-    app.store.synclog.append(SyncLogEntry(
-        direction="partner_center_to_salesforce", outcome=SyncOutcome.SKIPPED, referral_id=referral_id,
-        message=message, duration_ms=round((time.monotonic() - started) * 1000, 1),
-        request_ids=[rid for rid in (client.last_request_id,) if rid]))
+    process_referral(services(), msg.get_json())
 
 
 @bp.function_name("partner_center_relay")

@@ -1,0 +1,420 @@
+"""The sync engine: read both sides fresh, decide with shared/sync's plain functions, apply, record.
+
+Events are hints, state is truth: whatever woke it (a webhook, a poll, the reconcile, a replay), the engine
+reads the referral and the opportunity anew, so duplicated, reordered or lost events are harmless.
+
+Idempotence, step by step:
+- Partner Center -> Salesforce creates upsert the opportunity by `Referral_Identifier__c`, solutions rows
+  by their key, contacts are matched by e-mail, contact roles checked first; a retry repeats nothing.
+- Salesforce -> Partner Center creates write a create intent before the POST and resolve an unfinished
+  intent by listing recent outgoing referrals for the opportunity id before any second POST.
+- A linked pair is merged against its base; the referral is patched with If-Match and the base written
+  with If-Match, so racing processors re-read (`Conflict`) instead of overwriting each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping as MappingABC
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import AlreadyExists, Conflict, ConnectorError, NotFound
+from shared.mapping import MissingPrerequisites
+from shared.models.records import CreateIntent, IntentStatus, Link, SyncOutcome, SyncState, utcnow
+from shared.sync.accounts import AccountChoice, choose_account
+from shared.sync.audit import add_line
+from shared.sync.plan import ERROR, SYNCED, PairPlan, plan_pair
+
+if TYPE_CHECKING:
+    from shared.mapping import Mapping
+    from shared.models.referral import Referral
+    from shared.partner_center import PartnerCenterClient
+    from shared.runtime import Services
+    from shared.salesforce import SalesforceClient
+    from shared.store import Store
+
+log = logging.getLogger("shared.sync")
+
+PC_TO_SF = "partner_center_to_salesforce"
+SF_TO_PC = "salesforce_to_partner_center"
+BOTH = "both"
+MAX_CONFLICT_ROUNDS = 4
+"""Re-reads after a 412 or a lost base race before the message is retried later (with back-off)."""
+INTENT_PATIENCE = dt.timedelta(seconds=30)
+"""An unfinished create intent younger than this may still be in flight elsewhere: wait, don't POST."""
+INTENT_LOOKBACK = dt.timedelta(minutes=10)
+"""How far before an intent's attempt time to list outgoing referrals (clock skew between hosts)."""
+
+
+@dataclass
+class SyncReport:
+    """What one sync did; becomes a sync log line."""
+
+    outcome: SyncOutcome
+    direction: str
+    referral_id: str | None = None
+    opportunity_id: str | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    request_ids: list[str] = field(default_factory=list)
+
+
+class SyncEngine:
+    """Both directions of the sync for one process (clients are cached and thread-safe).
+
+    Args:
+        store: the connector's tables.
+        partner_center: the referrals client.
+        salesforce: the Salesforce client.
+        mapping: the loaded mapping.
+        dry_run: read and plan, write nothing (`COSELL_DRY_RUN`).
+        clock: the time (tests pass a fixed one).
+    """
+
+    def __init__(self, *, store: Store, partner_center: PartnerCenterClient, salesforce: SalesforceClient,
+                 mapping: Mapping, dry_run: bool = False, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.store, self.pc, self.sf, self.mapping = store, partner_center, salesforce, mapping
+        self.dry_run, self.clock = dry_run, clock
+
+    @classmethod
+    def from_services(cls, services: Services) -> SyncEngine:
+        return cls(store=services.store, partner_center=services.partner_center, salesforce=services.salesforce,
+                   mapping=services.mapping, dry_run=services.settings.cosell_dry_run)
+
+    # Entry points ---------------------------------------------------------------------------------
+
+    def sync_referral(self, referral_id: str) -> SyncReport:
+        """A referral changed (webhook or reconcile): bring its opportunity up to date, or create it."""
+        referral = self.pc.get_referral(referral_id)
+        link = self.store.links.get_by_referral(referral_id)
+        opportunity_id = link.opportunity_id if link else self._known_opportunity(referral)
+        opportunity = self._read_opportunity(opportunity_id) if opportunity_id else None
+        if opportunity is not None:
+            return self._sync_linked(referral, opportunity, link)
+        if link is not None:
+            raise NotFound(f"opportunity {link.opportunity_id}, linked to referral {referral_id}, no longer exists "
+                           "in Salesforce: restore it from the recycle bin, then replay")
+        return self._create_opportunity(referral)
+
+    def sync_opportunity(self, opportunity_id: str) -> SyncReport:
+        """An opportunity changed (poll, nudge): bring its referral up to date, or create it if opted in."""
+        opportunity = self._read_opportunity(opportunity_id)
+        if opportunity is None:
+            return SyncReport(SyncOutcome.SKIPPED, SF_TO_PC, opportunity_id=opportunity_id,
+                              message="the opportunity no longer exists in Salesforce")
+        link = self.store.links.get_by_opportunity(opportunity_id)
+        referral_id = link.referral_id if link else opportunity.get(self.mapping.own_fields.referral_id)
+        if referral_id:
+            return self._sync_linked(self.pc.get_referral(referral_id), opportunity, link)
+        if not opportunity.get(self.mapping.own_fields.opt_in):
+            return SyncReport(SyncOutcome.SKIPPED, SF_TO_PC, opportunity_id=opportunity_id,
+                              message="not opted in to Partner Center")
+        return self._create_referral(opportunity)
+
+    # Linked pairs ---------------------------------------------------------------------------------
+
+    def _sync_linked(self, referral: Referral, opportunity: dict[str, Any], link: Link | None, *,
+                     headline: str | None = None) -> SyncReport:
+        """Merge and apply, re-reading both sides when someone else wrote in between."""
+        if link is None:
+            link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            try:
+                return self._sync_once(referral, opportunity, link, headline=headline)
+            except Conflict:
+                referral = self.pc.get_referral(link.referral_id)
+                fresh = self._read_opportunity(link.opportunity_id)
+                if fresh is None:
+                    raise NotFound(f"opportunity {link.opportunity_id} was deleted during the sync") from None
+                opportunity = fresh
+        raise Conflict(f"referral {link.referral_id} kept changing during the sync; trying again later")
+
+    def _sync_once(self, referral: Referral, opportunity: dict[str, Any], link: Link, *,
+                   headline: str | None = None) -> SyncReport:
+        state = self.store.state.get(link.referral_id)
+        api = referral.to_api()
+        plan = plan_pair(self.mapping, state.base if state else None, api, opportunity, now=self.clock(),
+                         headline=headline)
+        report = SyncReport(SyncOutcome.NO_CHANGE, BOTH, link.referral_id, link.opportunity_id,
+                            changes=plan.changes)
+        if plan.on_hold:
+            report.outcome, report.message = SyncOutcome.SKIPPED, "the opportunity's stage is on hold: not synced"
+            return report
+        directions = {side for _, _, side in plan.changes.values()}
+        report.direction = {frozenset({"partner_center"}): SF_TO_PC,
+                            frozenset({"salesforce"}): PC_TO_SF}.get(frozenset(directions), BOTH)
+        if plan.refused:
+            report.message = f"not sent to Partner Center: {plan.refused}"
+        if plan.conflicts:
+            report.outcome = SyncOutcome.CONFLICT
+            report.changes = {**plan.changes, "conflicts": [vars(c) for c in plan.conflicts]}
+        elif plan.writes or plan.refused:
+            report.outcome = SyncOutcome.UPDATED
+        if self.dry_run:
+            report.message = ("dry run, nothing written: " + report.message).rstrip(": ")
+            return report
+        if not plan.writes and state is not None and state.base == plan.merged:
+            return report  # nothing changed anywhere: not a single write
+        etag = referral.e_tag
+        for patch in plan.patches:
+            updated = self.pc.update_referral(link.referral_id, [_op(op) for op in patch], etag=etag)
+            etag = updated.e_tag
+            self._note_request(report, self.pc.last_request_id)
+        self._write_opportunity(link.opportunity_id, plan)
+        self._save_state(state, link, plan.merged, etag)
+        return report
+
+    def _write_opportunity(self, opportunity_id: str, plan: PairPlan) -> None:
+        if plan.sf_update:
+            self._check(self.sf.update(self.mapping.opportunity.sobject, [{"Id": opportunity_id, **plan.sf_update}]),
+                        f"update opportunity {opportunity_id}")
+        if plan.solutions_create:
+            self._check(self.sf.create(self.mapping.solution_rows_mapping.sobject, plan.solutions_create),
+                        f"add solutions to {opportunity_id}")
+        if plan.solutions_delete:
+            self._check(self.sf.delete(plan.solutions_delete), f"remove solutions from {opportunity_id}")
+
+    def _save_state(self, state: SyncState | None, link: Link, base: dict[str, Any], etag: str | None) -> None:
+        record = (state.model_copy(update={"base": base}) if state else
+                  SyncState(referral_id=link.referral_id, opportunity_id=link.opportunity_id, base=base))
+        record.etag = state.etag if state else None
+        record.referral_etag, record.synced_at = etag, self.clock()
+        record.attempts, record.last_error = 0, None
+        self.store.state.put(record)  # Conflict: another processor synced meanwhile; the caller re-reads
+
+    # Partner Center -> Salesforce create -------------------------------------------------------------
+
+    def _create_opportunity(self, referral: Referral) -> SyncReport:
+        """A referral without an opportunity: match or create the account, upsert the opportunity, add
+        contacts, contact roles and solutions rows, then link and record the base."""
+        api = referral.to_api()
+        report = SyncReport(SyncOutcome.CREATED, PC_TO_SF, referral_id=referral.id)
+        values = self.mapping.opportunity_for_create(api, today=self.clock().date())
+        choice = self._choose_account(api)
+        notes = []
+        if choice.account_id:
+            values["AccountId"] = choice.account_id
+        elif choice.candidates:
+            names = "; ".join(f"{c['Name']} ({c['Id']})" for c in choice.candidates)
+            notes.append(f"Several accounts match the customer, none was chosen: {names}. Set the account by hand.")
+            report.changes["account_candidates"] = choice.candidates
+        invite = (api.get("inviteContext") or {}).get("notes")
+        if invite:
+            notes.append(f"Microsoft's invitation: {invite}")
+        message = "Created from Partner Center referral"
+        if notes:
+            message += ". " + " ".join(notes)
+        values[self.mapping.own_fields.audit] = add_line(None, message, ok=not choice.candidates, now=self.clock())
+        if self.mapping.own_fields.sync_status:
+            values[self.mapping.own_fields.sync_status] = SYNCED
+        report.message = message
+        if self.dry_run:
+            report.message = f"dry run, nothing written: would create an opportunity for referral {referral.id}"
+            return report
+        if choice.create:
+            account = self._check(self.sf.create(self.mapping.account.sobject,
+                                                 [self.mapping.account_for_create(api)]), "create account")
+            values["AccountId"] = account[0].id
+        values[self.mapping.own_fields.referral_id] = referral.id
+        result = self._check(self.sf.upsert(self.mapping.opportunity.sobject, [values],
+                                            external_id=self.mapping.own_fields.referral_id),
+                             f"create opportunity for referral {referral.id}")[0]
+        opportunity_id = str(result.id)
+        report.opportunity_id = opportunity_id
+        self._add_contacts(api, opportunity_id)
+        rows = self.mapping.solution_rows(api, opportunity_id)
+        if rows and self.mapping.solution_rules.key_field:
+            self._check(self.sf.upsert(self.mapping.solution_rows_mapping.sobject, rows,
+                                       external_id=self.mapping.solution_rules.key_field), "add solutions")
+        link = self._link(referral.id, opportunity_id, referral.engagement_id)
+        opportunity = self._read_opportunity(opportunity_id)
+        if opportunity is None:
+            raise NotFound(f"opportunity {opportunity_id} vanished right after it was created")
+        # The first merge settles what the create could not copy (e.g. a default close date -> Partner Center).
+        report.changes.update(self._sync_linked(referral, opportunity, link).changes)
+        return report
+
+    def _choose_account(self, referral: MappingABC[str, Any]) -> AccountChoice:
+        name = (referral.get("customerProfile") or {}).get("name")
+        if not name:
+            return AccountChoice(create=False)
+        name_field = next(f.sf_field for f in self.mapping.account.fields if f.pc_path == "customerProfile.name")
+        escaped = str(name).replace("\\", "\\\\").replace("'", "\\'")
+        select = ", ".join(dict.fromkeys(["Id", *self.mapping.account.sf_fields]))
+        candidates = list(self.sf.query(f"SELECT {select} FROM {self.mapping.account.sobject} "
+                                        f"WHERE {name_field} = '{escaped}' LIMIT 20"))
+        return choose_account(self.mapping, referral, candidates)
+
+    def _add_contacts(self, referral: MappingABC[str, Any], opportunity_id: str) -> None:
+        """Contacts by e-mail (found or created) and a contact role each, none twice."""
+        wanted = self.mapping.contacts_for_create(referral)
+        match_by = self.mapping.contact_rules.match_by
+        keys = [c.get(match_by) for c in wanted if c.get(match_by)]
+        if not keys:
+            return
+        sobject = self.mapping.contacts.sobject
+        listed = ", ".join("'" + str(k).replace("\\", "\\\\").replace("'", "\\'") + "'" for k in keys)
+        found = {str(r[match_by]).lower(): r["Id"] for r in
+                 self.sf.query(f"SELECT Id, {match_by} FROM {sobject} WHERE {match_by} IN ({listed})")}
+        account_id = (self._read_opportunity(opportunity_id) or {}).get("AccountId")
+        new = [c for c in wanted if c.get(match_by) and str(c[match_by]).lower() not in found]
+        if new:
+            records = [{**c, **({"AccountId": account_id} if account_id else {})} for c in new]
+            for contact, result in zip(new, self._check(self.sf.create(sobject, records), "create contacts")):
+                found[str(contact[match_by]).lower()] = result.id
+        roles = {r["ContactId"] for r in self.sf.query(
+            f"SELECT Id, ContactId FROM OpportunityContactRole WHERE OpportunityId = '{opportunity_id}'")}
+        role_records = [{"OpportunityId": opportunity_id, "ContactId": contact_id,
+                         **({"Role": self.mapping.contact_rules.role} if self.mapping.contact_rules.role else {})}
+                        for contact_id in dict.fromkeys(found[str(k).lower()] for k in keys)
+                        if contact_id not in roles]
+        if role_records:
+            self._check(self.sf.create("OpportunityContactRole", role_records), "add contact roles")
+
+    # Salesforce -> Partner Center create -------------------------------------------------------------
+
+    def _create_referral(self, opportunity: dict[str, Any]) -> SyncReport:
+        """An opted-in opportunity without a referral: check what co-selling needs, then create it once."""
+        opportunity_id = str(opportunity["Id"])
+        report = SyncReport(SyncOutcome.CREATED, SF_TO_PC, opportunity_id=opportunity_id)
+        intent = self.store.intents.get(opportunity_id)
+        if intent is not None:
+            referral = self._resolve_intent(intent)
+            if referral is not None:
+                return self._finish_create(referral, opportunity, intent, report)
+        account_id = opportunity.get("AccountId")
+        account = next(iter(self.sf.query(self.mapping.account_query([account_id]))), None) if account_id else None
+        contacts = [{k.removeprefix("Contact."): v for k, v in _flatten(role).items() if k.startswith("Contact.")}
+                    for role in self.sf.query(self.mapping.contact_roles_query([opportunity_id]))]
+        try:
+            body = self.mapping.referral_for_create(opportunity, account=account, contacts=contacts)
+        except MissingPrerequisites as exc:
+            report.outcome, report.message = SyncOutcome.SKIPPED, str(exc)
+            if not self.dry_run:
+                self._audit(opportunity, str(exc), ok=False)
+            return report
+        if self.dry_run:
+            report.message = f"dry run, nothing written: would create a referral for opportunity {opportunity_id}"
+            return report
+        from shared.models.referral import Referral
+
+        intent = self.store.intents.put(intent.model_copy(update={"attempted_at": self.clock()}) if intent
+                                        else CreateIntent(opportunity_id=opportunity_id, attempted_at=self.clock()))
+        referral = self.pc.create_referral(Referral.model_validate(body))
+        self._note_request(report, self.pc.last_request_id)
+        return self._finish_create(referral, opportunity, intent, report)
+
+    def _resolve_intent(self, intent: CreateIntent) -> Referral | None:
+        """The referral an earlier attempt created, or None when it is safe to POST again.
+
+        Raises:
+            Conflict: the earlier attempt is recent and may still be in flight: retry later.
+        """
+        if intent.status is IntentStatus.CREATED and intent.referral_id:
+            return self.pc.get_referral(intent.referral_id)
+        found = self.pc.find_outgoing_by_external_reference(intent.opportunity_id,
+                                                            created_since=intent.attempted_at - INTENT_LOOKBACK)
+        if found is None and self.clock() - intent.attempted_at < INTENT_PATIENCE:
+            raise Conflict(f"a referral for opportunity {intent.opportunity_id} may still be being created")
+        return found
+
+    def _finish_create(self, referral: Referral, opportunity: dict[str, Any], intent: CreateIntent | None,
+                       report: SyncReport) -> SyncReport:
+        report.referral_id = referral.id
+        if intent is not None and intent.status is not IntentStatus.CREATED:
+            intent = self.store.intents.put(intent.model_copy(
+                update={"status": IntentStatus.CREATED, "referral_id": referral.id}))
+        link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
+        synced = self._sync_linked(referral, opportunity, link, headline="Shared with Partner Center")
+        if intent is not None:
+            self.store.intents.delete(intent)
+        report.changes, report.request_ids = synced.changes, report.request_ids + synced.request_ids
+        report.message = "referral created in Partner Center"
+        return report
+
+    # Helpers -----------------------------------------------------------------------------------------
+
+    def _known_opportunity(self, referral: Referral) -> str | None:
+        """An opportunity the referral already names (created from Salesforce, or linked by backfill)."""
+        from shared.salesforce.polling import is_opportunity_id
+
+        candidate = referral.external_reference_id
+        return candidate if is_opportunity_id(candidate) else None
+
+    def _link(self, referral_id: str, opportunity_id: str, engagement_id: str | None) -> Link:
+        link = Link(referral_id=referral_id, opportunity_id=opportunity_id, engagement_id=engagement_id)
+        try:
+            return self.store.links.create(link)
+        except AlreadyExists:
+            existing = self.store.links.get_by_referral(referral_id)
+            if existing is None or existing.opportunity_id != opportunity_id:
+                raise ConnectorError(
+                    f"referral {referral_id} and opportunity {opportunity_id} are each linked elsewhere; "
+                    "unlink one by hand before syncing them") from None
+            return existing
+
+    def _read_opportunity(self, opportunity_id: str) -> dict[str, Any] | None:
+        return next(iter(self.sf.query(self.mapping.opportunity_query([opportunity_id]))), None)
+
+    def _audit(self, opportunity: MappingABC[str, Any], message: str, *, ok: bool) -> None:
+        """Write one Audit line (and the sync status) unless the opportunity already says exactly that."""
+        own = self.mapping.own_fields
+        update: dict[str, Any] = {}
+        text = add_line(opportunity.get(own.audit), message, ok=ok, now=self.clock())
+        if text is not None:
+            update[own.audit] = text
+        status = SYNCED if ok else ERROR
+        if own.sync_status and opportunity.get(own.sync_status) != status:
+            update[own.sync_status] = status
+        if update:
+            self._check(self.sf.update(self.mapping.opportunity.sobject, [{"Id": opportunity["Id"], **update}]),
+                        f"audit opportunity {opportunity['Id']}")
+
+    def record_failure(self, opportunity_id: str, reason: str) -> None:
+        """Put a failure that made the connector give up into the opportunity's Audit (best effort)."""
+        opportunity = self._read_opportunity(opportunity_id)
+        if opportunity is not None:
+            self._audit(opportunity, f"Sync failed and was set aside: {reason}", ok=False)
+
+    @staticmethod
+    def _check(results: list[Any], what: str) -> list[Any]:
+        for result in results:
+            error = result.error(what)
+            if error is not None:
+                raise error
+        return results
+
+    @staticmethod
+    def _note_request(report: SyncReport, request_id: str | None) -> None:
+        if request_id:
+            report.request_ids.append(request_id)
+
+
+def _op(op: dict[str, Any]) -> Any:
+    from shared.partner_center.referrals import PatchOperation
+
+    return PatchOperation.model_validate(op)
+
+
+def _flatten(record: MappingABC[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"Contact": {"Email": x}}` -> `{"Contact.Email": x}` (relationship fields of a query row)."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def timed(work: Callable[[], SyncReport]) -> tuple[SyncReport, float]:
+    """Run a sync and measure it in milliseconds (for the sync log and telemetry)."""
+    started = time.monotonic()
+    report = work()
+    return report, round((time.monotonic() - started) * 1000, 1)
+
+
+__all__ = ["BOTH", "PC_TO_SF", "SF_TO_PC", "SyncEngine", "SyncReport", "timed"]

@@ -1,0 +1,158 @@
+"""What one sync of a linked pair must write, decided from data alone.
+
+The engine reads the referral, the opportunity and the stored base, calls `plan_pair`, and applies the
+plan. Keeping the decision here, without I/O, is what lets the merge rules be tested exhaustively.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.mapping import Mapping
+from shared.sync.audit import add_line
+from shared.sync.merge import FieldConflict, merge
+
+SYNCED = "Synced"
+ERROR = "Error"
+
+
+@dataclass
+class PairPlan:
+    """The writes of one sync.
+
+    Attributes:
+        patches: referral JSON Patch documents, in order.
+        sf_update: Opportunity field -> value (Audit and sync status included); empty: no write.
+        solutions_create / solutions_delete: solutions rows to add and row Ids to remove.
+        merged: the next base.
+        changes: field key -> [before, after, side that received it], for the sync log.
+        conflicts: fields both sides changed.
+        refused: why a Salesforce change was not sent to Partner Center (for a seller), if any.
+        on_hold: the opportunity sits in an on-hold stage: nothing was planned.
+    """
+
+    patches: list[list[dict[str, Any]]] = field(default_factory=list)
+    sf_update: dict[str, Any] = field(default_factory=dict)
+    solutions_create: list[dict[str, Any]] = field(default_factory=list)
+    solutions_delete: list[str] = field(default_factory=list)
+    merged: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, list[Any]] = field(default_factory=dict)
+    conflicts: list[FieldConflict] = field(default_factory=list)
+    refused: str | None = None
+    on_hold: bool = False
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.patches or self.sf_update or self.solutions_create or self.solutions_delete)
+
+
+def label(key: str) -> str:
+    """A field key in a seller's words: "dealValue" -> "deal value"."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", key).lower()
+
+
+def _describe_changes(changes: dict[str, list[Any]], side: str) -> str:
+    return ", ".join(label(key) for key, (_, _, to) in changes.items() if to == side)
+
+
+def audit_message(plan: PairPlan) -> tuple[str, bool] | None:
+    """The Audit line for a plan in a seller's words, and whether it is good news; None when silent."""
+    if plan.refused:
+        return f"Not sent to Partner Center: {plan.refused}", False
+    parts = []
+    to_pc = _describe_changes(plan.changes, "partner_center")
+    to_sf = _describe_changes(plan.changes, "salesforce")
+    if to_pc:
+        parts.append(f"sent to Partner Center: {to_pc}")
+    if to_sf:
+        parts.append(f"updated from Partner Center: {to_sf}")
+    if plan.conflicts:
+        parts.append("both sides changed " + ", ".join(
+            f"{label(c.key)} (kept {c.winner.replace('_', ' ').title()}'s)" for c in plan.conflicts))
+    if not parts:
+        return None
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:], True
+
+
+def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingABC[str, Any],
+              opportunity: MappingABC[str, Any], *, now: dt.datetime, headline: str | None = None) -> PairPlan:
+    """Merge a linked referral and opportunity against the base and plan the writes.
+
+    A change Partner Center cannot take (a closed referral, a stage move its state machine forbids) is not
+    sent; Salesforce is put back to Partner Center's value for it and the Audit says why, so the pair
+    agrees again instead of retrying a request that must fail.
+
+    Args:
+        mapping: the loaded mapping.
+        base: the stored base (None: first sync of this pair).
+        referral: the referral as Partner Center returned it (API JSON).
+        opportunity: the opportunity as read with `mapping.opportunity_query`.
+        now: for the Audit time stamp.
+        headline: what happened before this merge (e.g. "Shared with Partner Center"), leading the Audit line.
+    """
+    plan = PairPlan()
+    if mapping.is_on_hold(opportunity.get(mapping.stage.sf_field)):
+        plan.on_hold = True
+        plan.merged = dict(base or {})
+        return plan
+    pc_values, sf_values = mapping.pc_values(referral), mapping.sf_values(opportunity)
+    result = merge(list(mapping.fields), base, pc_values, sf_values,
+                   pc_modified=_parse_time(referral.get("updatedDateTime")),
+                   sf_modified=_parse_time(opportunity.get("LastModifiedDate")))
+    merged = dict(result.merged)
+    to_pc, to_sf = set(result.to_partner_center), set(result.to_salesforce)
+    update = mapping.pc_update(referral, {k: merged[k] for k in to_pc}, opportunity=opportunity)
+    if update.refused:
+        # A closed referral takes nothing; an open one refuses only the stage move.
+        refused_keys = set(to_pc) if referral.get("status") == "Closed" else to_pc & {mapping.stage.key}
+        for key in refused_keys:
+            merged[key] = pc_values[key]  # put Salesforce back where Partner Center is
+            if sf_values.get(key) != merged[key]:
+                to_sf.add(key)
+        to_pc -= refused_keys
+        plan.refused = update.refused
+        update = mapping.pc_update(referral, {k: merged[k] for k in to_pc}, opportunity=opportunity)
+    plan.patches, plan.merged, plan.conflicts = update.patches, merged, result.conflicts
+    plan.sf_update = mapping.sf_changes(opportunity, {k: merged[k] for k in to_sf}, referral=referral)
+    if mapping.solutions.key in to_sf:
+        plan.solutions_create, plan.solutions_delete = mapping.solution_changes(referral, opportunity)
+    for key in sorted(to_pc):
+        plan.changes[key] = [pc_values.get(key), merged[key], "partner_center"]
+    for key in sorted(to_sf):
+        plan.changes[key] = [sf_values.get(key), merged[key], "salesforce"]
+
+    own = mapping.own_fields
+    status = ERROR if plan.refused else SYNCED
+    if own.sync_status and opportunity.get(own.sync_status) != status:
+        plan.sf_update[own.sync_status] = status
+    message = audit_message(plan)
+    if headline:
+        message = (f"{headline}; {message[0][0].lower()}{message[0][1:]}", message[1]) if message else (headline, True)
+    if message is not None:
+        text = add_line(opportunity.get(own.audit), message[0], ok=message[1], now=now)
+        if text is not None:
+            plan.sf_update[own.audit] = text
+    return plan
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    if isinstance(value, dt.datetime):
+        return value
+    text = str(value).replace("Z", "+00:00")
+    if text.endswith("+0000"):
+        text = text[:-5] + "+00:00"
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+__all__ = ["ERROR", "SYNCED", "PairPlan", "audit_message", "plan_pair"]

@@ -1,0 +1,95 @@
+"""Queue work: run one sync, and decide what a failure becomes (a delayed retry or a dead letter).
+
+The queue triggers call `process_referral` / `process_opportunity`. Failures the connector understands
+never reach the Functions host: they are re-queued with back-off (`attempt` in the message) or, past
+`COSELL_MAX_ATTEMPTS`, kept as a dead letter with the reason, in the sync log, and in the opportunity's
+Audit. Only a failure to record that (storage down) escapes, so the host retries the message and, in the
+end, keeps it in the poison queue: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import ConnectorError
+from shared.models.records import DeadLetter, SyncLogEntry, SyncOutcome, utcnow
+from shared.store.queues import OPPORTUNITY_QUEUE, REFERRAL_QUEUE
+from shared.sync.engine import PC_TO_SF, SF_TO_PC, SyncReport, timed
+from shared.sync.failures import GiveUp, decide
+
+if TYPE_CHECKING:
+    from shared.runtime import Services
+
+log = logging.getLogger("shared.sync")
+
+KINDS = {"referral": (REFERRAL_QUEUE, "referral_id", PC_TO_SF),
+         "opportunity": (OPPORTUNITY_QUEUE, "opportunity_id", SF_TO_PC)}
+"""Work kind -> (its queue, the message field naming the record, the sync direction it starts)."""
+
+
+def process_referral(services: Services, message: dict[str, Any]) -> SyncReport | None:
+    return _process(services, "referral", message)
+
+
+def process_opportunity(services: Services, message: dict[str, Any]) -> SyncReport | None:
+    return _process(services, "opportunity", message)
+
+
+def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncReport | None:
+    """Sync one record; returns the report, or None when the failure was handled (retry or dead letter)."""
+    queue, id_field, direction = KINDS[kind]
+    record_id = str(message[id_field])
+    attempt = int(message.get("attempt", 0)) + 1
+    engine = services.sync_engine
+    try:
+        if kind == "referral":
+            report, millis = timed(lambda: engine.sync_referral(record_id))
+        elif message.get("urgent"):
+            with services.salesforce.urgent():
+                report, millis = timed(lambda: engine.sync_opportunity(record_id))
+        else:
+            report, millis = timed(lambda: engine.sync_opportunity(record_id))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a retry or a dead letter, by decide()
+        decision = decide(exc, attempt, services.settings.cosell_max_attempts)
+        if not isinstance(decision, GiveUp):
+            log.warning("sync %s %s failed (attempt %d), retrying in %.0f s: %s", kind, record_id, attempt,
+                        decision.delay_seconds, decision.reason)
+            services.queues.send(queue, {**message, "attempt": attempt}, delay_seconds=int(decision.delay_seconds))
+            return None
+        log.error("sync %s %s gave up after %d attempt(s): %s", kind, record_id, attempt, decision.reason,
+                  exc_info=not isinstance(exc, ConnectorError))  # a bug's stack trace, for the logs only
+        _give_up(services, kind, record_id, message, attempt, decision.reason, direction)
+        return None
+    if report.outcome is not SyncOutcome.NO_CHANGE:
+        services.store.synclog.append(SyncLogEntry(
+            direction=report.direction, outcome=report.outcome, referral_id=report.referral_id,
+            opportunity_id=report.opportunity_id, changes=report.changes, message=report.message,
+            duration_ms=millis, request_ids=report.request_ids))
+    log.info("sync %s %s: %s %s (%.0f ms)", kind, record_id, report.outcome.value,
+             ",".join(k for k in report.changes if k != "conflicts"), millis)
+    return report
+
+
+def _give_up(services: Services, kind: str, record_id: str, message: dict[str, Any], attempts: int,
+             reason: str, direction: str) -> None:
+    key = f"{kind}-{record_id}"
+    existing = services.store.dead_letters.get(key)
+    letter = DeadLetter(kind=kind, key=key, reason=reason, attempts=attempts,
+                        payload={k: v for k, v in message.items() if k != "attempt"},
+                        first_failed_at=existing.first_failed_at if existing else utcnow())
+    letter.etag = existing.etag if existing else None
+    services.store.dead_letters.put(letter)
+    services.store.synclog.append(SyncLogEntry(
+        direction=direction, outcome=SyncOutcome.FAILED, message=reason,
+        referral_id=record_id if kind == "referral" else None,
+        opportunity_id=record_id if kind == "opportunity" else None))
+    if kind == "opportunity":
+        try:
+            services.sync_engine.record_failure(record_id, reason)
+        except Exception as exc:  # noqa: BLE001 - the dead letter is kept; the Audit line is a courtesy
+            log.warning("could not write the failure into opportunity %s's Audit: %s", record_id,
+                        type(exc).__name__)
+
+
+__all__ = ["KINDS", "process_opportunity", "process_referral"]

@@ -1,0 +1,228 @@
+"""The sync engine, one sync at a time, against both simulators and Azurite (in this process)."""
+
+from __future__ import annotations
+
+from shared.models.records import SyncOutcome
+from tests.fixtures.connector import SyncWorld, seller_opportunity
+
+
+def test_opted_in_opportunity_creates_a_shared_referral_and_is_marked(sync_world: SyncWorld) -> None:
+    opportunity_id = seller_opportunity(sync_world.sf)
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert report.outcome is SyncOutcome.CREATED, report
+    referral = sync_world.referral_for(opportunity_id)
+    assert referral is not None
+    assert referral["type"] == "Shared" and referral["direction"] == "Outgoing"
+    assert referral["details"]["dealValue"] == 125000
+    assert referral["details"]["requirements"]["solutions"][0]["id"] == "a1b2c3d4-0000-4000-8000-000000000001"
+    assert referral["customerProfile"]["team"][0]["lastName"] == "Lopez"
+    assert referral["inviteContext"]["assistanceRequestCode"] == "CustomerTechnicalArchitecture"
+    opportunity = sync_world.opportunity(opportunity_id)
+    assert opportunity["Referral_Identifier__c"] == referral["id"]
+    assert opportunity["Referral_Link__c"].endswith(referral["id"])
+    assert opportunity["Partner_Center_Synced__c"] == "✔"
+    assert "Shared with Partner Center" in opportunity["Audit__c"]
+    assert sync_world.store.links.get_by_opportunity(opportunity_id).referral_id == referral["id"]
+    assert sync_world.store.intents.list_open() == []
+
+
+def _linked_pair(world: SyncWorld) -> tuple[str, str]:
+    opportunity_id = seller_opportunity(world.sf)
+    world.engine.sync_opportunity(opportunity_id)
+    referral = world.referral_for(opportunity_id)
+    assert referral is not None
+    return opportunity_id, referral["id"]
+
+
+def _stamps(world: SyncWorld, opportunity_id: str, referral_id: str) -> tuple[str, str]:
+    return world.opportunity(opportunity_id)["SystemModstamp"], world.referral(referral_id)["eTag"]
+
+
+def test_a_sync_with_nothing_changed_writes_nothing_anywhere(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    before = _stamps(sync_world, opportunity_id, referral_id)
+    state_before = sync_world.store.state.get(referral_id)
+
+    for _ in range(2):
+        assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+        assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE
+
+    assert _stamps(sync_world, opportunity_id, referral_id) == before
+    assert sync_world.store.state.get(referral_id).etag == state_before.etag
+
+
+def test_seller_edits_reach_the_referral_and_the_echo_is_no_change(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 150000, "Name": "Contoso - bigger",
+                                                         "CloseDate": "2027-02-28", "Description": "Now 60 VMs"})
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    referral = sync_world.referral(referral_id)
+    assert report.outcome is SyncOutcome.UPDATED
+    assert referral["details"]["dealValue"] == 150000
+    assert referral["name"] == "Contoso - bigger"
+    assert referral["details"]["closingDateTime"].startswith("2027-02-28")
+    assert referral["details"]["notes"] == "Now 60 VMs"
+    assert set(report.changes) >= {"dealValue", "name", "closingDate", "notes"}
+    # The webhook for our own PATCH comes back: it must not cause another write.
+    before = _stamps(sync_world, opportunity_id, referral_id)
+    assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE
+    assert _stamps(sync_world, opportunity_id, referral_id) == before
+
+
+def test_microsoft_updates_reach_the_opportunity_and_the_echo_is_no_change(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.pc.update_as_microsoft(referral_id, {"details": {"dealValue": 99000, "currency": "EUR",
+                                                                "notes": "Microsoft: budget approved"}})
+
+    report = sync_world.engine.sync_referral(referral_id)
+
+    opportunity = sync_world.opportunity(opportunity_id)
+    assert report.outcome is SyncOutcome.UPDATED
+    assert opportunity["Amount"] == 99000 and opportunity["CurrencyIsoCode"] == "EUR"
+    assert opportunity["Description"] == "Microsoft: budget approved"
+    assert "Updated from Partner Center: currency, deal value, notes" in opportunity["Audit__c"].splitlines()[0]
+    before = _stamps(sync_world, opportunity_id, referral_id)
+    assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    assert _stamps(sync_world, opportunity_id, referral_id) == before
+
+
+def test_both_sides_changed_different_fields_both_survive(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.pc.update_as_microsoft(referral_id, {"details": {"notes": "from Microsoft"}})
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 1})
+
+    sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 1
+    assert sync_world.referral(referral_id)["details"]["notes"] == "from Microsoft"
+    assert sync_world.opportunity(opportunity_id)["Description"] == "from Microsoft"
+
+
+def test_both_sides_changed_one_field_the_newest_wins_and_the_log_says_so(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.pc.update_as_microsoft(referral_id, {"details": {"dealValue": 200}})
+    sync_world.pc.advance_clock(0)  # the seller's edit below is the newer one
+    import time
+
+    time.sleep(1.1)
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 300})
+
+    report = sync_world.engine.sync_referral(referral_id)
+
+    assert report.outcome is SyncOutcome.CONFLICT
+    assert report.changes["conflicts"][0]["key"] == "dealValue"
+    assert report.changes["conflicts"][0]["winner"] == "salesforce"
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 300
+    assert sync_world.opportunity(opportunity_id)["Amount"] == 300
+
+
+def test_stage_moves_accept_then_win(sync_world: SyncWorld) -> None:
+    referral = sync_world.pc.create_incoming({"name": "Fabrikam - Dynamics upgrade"})
+    sync_world.engine.sync_referral(referral["id"])
+    opportunity_id = sync_world.store.links.get_by_referral(referral["id"]).opportunity_id
+    assert sync_world.opportunity(opportunity_id)["StageName"] == "Prospecting"
+
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Proposal/Price Quote"})
+    sync_world.engine.sync_opportunity(opportunity_id)
+    assert (sync_world.referral(referral["id"])["status"], sync_world.referral(referral["id"])["substatus"]) == (
+        "Active", "Accepted")
+
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won"})
+    sync_world.engine.sync_opportunity(opportunity_id)
+    assert sync_world.referral(referral["id"])["substatus"] == "Won"
+    assert sync_world.opportunity(opportunity_id)["StageName"] == "Closed Won"
+
+
+def test_closing_lost_before_accepting_declines_with_the_reason(sync_world: SyncWorld) -> None:
+    referral = sync_world.pc.create_incoming()
+    sync_world.engine.sync_referral(referral["id"])
+    opportunity_id = sync_world.store.links.get_by_referral(referral["id"]).opportunity_id
+
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Lost",
+                                                         "Decline_Reason__c": "Not our market"})
+    sync_world.engine.sync_opportunity(opportunity_id)
+
+    declined = sync_world.referral(referral["id"])
+    assert (declined["status"], declined["substatus"], declined["statusReason"]) == (
+        "Closed", "Declined", "Not our market")
+
+
+def test_editing_a_closed_referral_is_not_sent_and_the_audit_says_why(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won"})
+    sync_world.engine.sync_opportunity(opportunity_id)
+    closed = sync_world.referral(referral_id)
+    assert closed["substatus"] == "Won"
+
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Qualification", "Amount": 5})
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert sync_world.referral(referral_id)["eTag"] == closed["eTag"]  # nothing sent
+    opportunity = sync_world.opportunity(opportunity_id)
+    assert "closed in Partner Center" in report.message
+    assert opportunity["Audit__c"].splitlines()[0].split(" UTC ")[1].startswith("✖ Not sent to Partner Center")
+    assert opportunity["StageName"] == "Closed Won" and opportunity["Amount"] == 125000  # put back
+    assert opportunity["Partner_Center_Sync_Status__c"] == "Error"
+
+
+def test_missing_prerequisites_make_no_call_and_ask_the_seller(sync_world: SyncWorld) -> None:
+    opportunity_id = seller_opportunity(sync_world.sf, with_contact=False, with_solution=False)
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert report.outcome is SyncOutcome.SKIPPED
+    assert sync_world.pc.referrals == {}
+    audit = sync_world.opportunity(opportunity_id)["Audit__c"]
+    assert "customer contact" in audit and "Microsoft solution" in audit
+    # Asking again does not rewrite the same message (that would wake the poll forever).
+    stamp = sync_world.opportunity(opportunity_id)["SystemModstamp"]
+    sync_world.engine.sync_opportunity(opportunity_id)
+    assert sync_world.opportunity(opportunity_id)["SystemModstamp"] == stamp
+
+
+def test_incoming_referral_creates_opportunity_account_contact_and_role(sync_world: SyncWorld) -> None:
+    referral = sync_world.pc.create_incoming({
+        "name": "Fabrikam - Dynamics upgrade",
+        "customerProfile": {"name": "Fabrikam Inc", "address": {"country": "DE", "city": "Berlin"},
+                            "team": [{"firstName": "Jonas", "lastName": "Weber", "email": "jonas@fabrikam.example",
+                                      "phoneNumber": None, "contactPreference": None}]},
+        "details": {"dealValue": 48000, "currency": "EUR", "closingDateTime": "2027-03-15T00:00:00Z",
+                    "requirements": {"solutions": [{"id": "sol-1", "name": "Fabrikam ERP", "type": "Service"}]}},
+        "inviteContext": {"notes": "Please call Jonas this week."}})
+
+    report = sync_world.engine.sync_referral(referral["id"])
+    again = sync_world.engine.sync_referral(referral["id"])  # a duplicated webhook
+
+    assert report.outcome is SyncOutcome.CREATED and again.outcome is SyncOutcome.NO_CHANGE
+    opportunity = sync_world.opportunity(report.opportunity_id)
+    assert opportunity["StageName"] == "Prospecting"
+    assert opportunity["Amount"] == 48000 and opportunity["CurrencyIsoCode"] == "EUR"
+    assert opportunity["CloseDate"] == "2027-03-15"
+    assert "Please call Jonas this week." in opportunity["Audit__c"]
+    account = sync_world.sf.record("Account", opportunity["AccountId"])
+    assert account["Name"] == "Fabrikam Inc" and account["BillingCountry"] == "Germany"
+    roles = sync_world.sf.query(f"SELECT ContactId, Contact.Email FROM OpportunityContactRole "
+                                f"WHERE OpportunityId = '{report.opportunity_id}'")
+    assert [r["Contact"]["Email"] for r in roles] == ["jonas@fabrikam.example"]
+    rows = sync_world.sf.query(f"SELECT Solution_Id__c FROM Microsoft_Solution__c "
+                               f"WHERE Opportunity__c = '{report.opportunity_id}'")
+    assert [r["Solution_Id__c"] for r in rows] == ["sol-1"]
+    assert len(sync_world.sf.query("SELECT Id FROM Opportunity")) == 1
+
+
+def test_several_matching_accounts_are_not_guessed_between(sync_world: SyncWorld) -> None:
+    for city in ("Seattle", "Redmond"):
+        sync_world.sf.create("Account", {"Name": "Sandbox Customer Ltd", "BillingCountry": "United States",
+                                         "BillingCity": city})
+    referral = sync_world.pc.create_incoming()
+
+    report = sync_world.engine.sync_referral(referral["id"])
+
+    opportunity = sync_world.opportunity(report.opportunity_id)
+    assert opportunity["AccountId"] is None
+    assert "Several accounts match" in opportunity["Audit__c"]
+    assert len(report.changes["account_candidates"]) == 2
