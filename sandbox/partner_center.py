@@ -784,6 +784,11 @@ class PartnerCenterSim:
         with self._wakeup:
             self._wakeup.notify_all()
 
+    def pending_deliveries(self) -> int:
+        """Webhook deliveries scheduled and not yet attempted (tests wait for quiet before a fault)."""
+        with self._lock:
+            return len(self._schedule)
+
     def wait_for_deliveries(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 15.0) -> list[dict[str, Any]]:
         """Wait until `predicate(deliveries)` holds; returns the delivery log (tests)."""
         deadline = time.monotonic() + timeout

@@ -1,0 +1,90 @@
+"""The seed's flows end to end: the real function app on the local host, Azurite, both simulators.
+
+Nothing here calls the engine directly: Partner Center delivers signed webhooks to the app's receiver, the
+app's timer polls Salesforce every second, and the tests only act as a seller or as Microsoft and watch the
+other side.
+"""
+
+from __future__ import annotations
+
+from tests.fixtures.connector import Connector, seller_opportunity, wait_for
+
+
+def _referral_for(connector: Connector, opportunity_id: str) -> dict | None:
+    return next((r for r in connector.pc.referrals.values() if r.get("externalReferenceId") == opportunity_id), None)
+
+
+def _quiet(connector: Connector, referral_id: str) -> bool:
+    """The stored state is at the referral's current version and no webhook is waiting to go out."""
+    state = connector.store.state.get(referral_id)
+    return bool(state and state.referral_etag == connector.pc.referrals[referral_id]["eTag"]
+                and not connector.pc.pending_deliveries())
+
+
+def test_webhook_registration_points_at_the_app(connector: Connector) -> None:
+    answer = connector.call("GET", "partnercenter/webhook")
+    assert answer.status_code == 200, answer.text
+    registration = answer.json()
+    assert "referral-created" in str(registration) and "referral-updated" in str(registration)
+    assert connector.pc.registration["WebhookUrl"].startswith(connector.host.url)
+
+
+def test_seller_shares_an_opportunity_then_edits_it(connector: Connector) -> None:
+    opportunity_id = seller_opportunity(connector.sf)
+
+    referral = wait_for(lambda: _referral_for(connector, opportunity_id), what="the referral in Partner Center")
+    assert referral["type"] == "Shared"
+    wait_for(lambda: connector.sf.record("Opportunity", opportunity_id)["Partner_Center_Synced__c"] == "✔",
+             what="the ✔ on the opportunity")
+
+    connector.sf.update("Opportunity", opportunity_id, {"Amount": 130000, "Description": "Scope grew"})
+    wait_for(lambda: connector.pc.referrals[referral["id"]]["details"]["dealValue"] == 130000,
+             what="the new deal value in Partner Center")
+    assert connector.pc.referrals[referral["id"]]["details"]["notes"] == "Scope grew"
+
+
+def test_microsoft_referral_is_accepted_updated_and_won_from_salesforce(connector: Connector) -> None:
+    referral = connector.pc.create_incoming({"name": "Fabrikam - Dynamics upgrade"})
+
+    link = wait_for(lambda: connector.store.links.get_by_referral(referral["id"]), what="the new opportunity")
+    opportunity_id = link.opportunity_id
+    assert connector.sf.record("Opportunity", opportunity_id)["StageName"] == "Prospecting"
+
+    connector.sf.update("Opportunity", opportunity_id, {"StageName": "Qualification"})  # the seller accepts
+    wait_for(lambda: connector.pc.referrals[referral["id"]]["status"] == "Active", what="the referral accepted")
+
+    connector.pc.update_as_microsoft(referral["id"], {"details": {"dealValue": 75000}})
+    wait_for(lambda: connector.sf.record("Opportunity", opportunity_id)["Amount"] == 75000,
+             what="Microsoft's deal value in Salesforce")
+
+    connector.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won"})
+    wait_for(lambda: connector.pc.referrals[referral["id"]]["substatus"] == "Won", what="the referral won")
+
+
+def test_microsoft_expiry_closes_the_opportunity(connector: Connector) -> None:
+    referral = connector.pc.create_incoming()
+    link = wait_for(lambda: connector.store.links.get_by_referral(referral["id"]), what="the new opportunity")
+
+    connector.pc.expire(referral["id"])
+
+    wait_for(lambda: connector.sf.record("Opportunity", link.opportunity_id)["StageName"] == "Closed Lost",
+             what="the expired referral's opportunity closed")
+
+
+def test_a_lost_webhook_is_caught_by_the_reconcile(connector: Connector) -> None:
+    referral = connector.pc.create_incoming()
+    link = wait_for(lambda: connector.store.links.get_by_referral(referral["id"]), what="the new opportunity")
+    wait_for(lambda: _quiet(connector, referral["id"]), what="the pair to settle")
+    connector.pc.add_webhook_fault("drop", count=1)
+
+    connector.pc.update_as_microsoft(referral["id"], {"details": {"dealValue": 4242}})
+    answer = connector.call("POST", "salesforce/changes", json={"ids": []})  # the app is still alive
+    assert answer.status_code == 400
+    from shared.sync.reconcile import reconcile
+
+    result = reconcile(connector.services())
+
+    assert result.referrals_queued >= 1
+
+    wait_for(lambda: connector.sf.record("Opportunity", link.opportunity_id)["Amount"] == 4242,
+             what="the dropped update applied by the reconcile")
