@@ -86,10 +86,22 @@ class SyncEngine:
 
     # Entry points ---------------------------------------------------------------------------------
 
-    def sync_referral(self, referral_id: str) -> SyncReport:
-        """A referral changed (webhook or reconcile): bring its opportunity up to date, or create it."""
+    def sync_referral(self, referral_id: str, *, related: bool = False) -> SyncReport:
+        """A referral changed (webhook or reconcile): bring its opportunity up to date, or create it.
+
+        Args:
+            referral_id: the referral named by the event.
+            related: the event was about a related referral of a co-sell engagement (Microsoft's side):
+                the partner's referral of the same engagement is the one to sync; none is created for it.
+        """
         referral = self.pc.get_referral(referral_id)
         link = self.store.links.get_by_referral(referral_id)
+        if related and link is None:
+            link = self.store.links.get_by_engagement(referral.engagement_id) if referral.engagement_id else None
+            if link is None:
+                return SyncReport(SyncOutcome.SKIPPED, PC_TO_SF, referral_id=referral_id,
+                                  message="a related referral of an engagement that is not synced")
+            referral = self.pc.get_referral(link.referral_id)
         opportunity_id = link.opportunity_id if link else self._known_opportunity(referral)
         opportunity = self._read_opportunity(opportunity_id) if opportunity_id else None
         if opportunity is not None:

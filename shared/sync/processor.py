@@ -44,7 +44,8 @@ def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncRepo
     engine = services.sync_engine
     try:
         if kind == "referral":
-            report, millis = timed(lambda: engine.sync_referral(record_id))
+            related = str(message.get("event", "")).startswith("related-referral")
+            report, millis = timed(lambda: engine.sync_referral(record_id, related=related))
         elif message.get("urgent"):
             with services.salesforce.urgent():
                 report, millis = timed(lambda: engine.sync_opportunity(record_id))
