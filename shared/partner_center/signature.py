@@ -183,7 +183,10 @@ class WebhookVerifier:
             raise SignatureRejected("signature is not base64") from None
 
     def _certificates(self, url: str) -> list[x509.Certificate]:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed or non-IP "[...]" host: the sender's header, not our failure
+            raise SignatureRejected("certificate URL is not a valid URL") from None
         if parts.scheme != "https":
             raise SignatureRejected("certificate URL must be https")
         if not parts.hostname or not host_allowed(parts.hostname, self.allowed_hosts):
