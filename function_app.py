@@ -6,9 +6,9 @@ blueprint modules) imports an SDK at load time, so a cold start costs little mor
 
 import azure.functions as func
 
-from shared.functions import health, partner_center, salesforce, sync
+from shared.functions import health, partner_center, salesforce, status, sync
 
 app = func.FunctionApp()
 
-for blueprint in (health.bp, partner_center.bp, salesforce.bp, sync.bp):
+for blueprint in (health.bp, partner_center.bp, salesforce.bp, status.bp, sync.bp):
     app.register_functions(blueprint)

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-COMMAND_MODULES: tuple[str, ...] = ("register_webhook", "webhook_status", "validate_mapping")
+COMMAND_MODULES: tuple[str, ...] = ("register_webhook", "webhook_status", "validate_mapping", "status", "sync",
+                                     "replay")
 """Modules of shared/commands/ to offer, in the order `--help` lists them."""
 
 

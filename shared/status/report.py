@@ -1,0 +1,372 @@
+"""What the status page, `status.json` and `python -m shared status` show: one dict, gathered cheaply.
+
+Why one plain function: the HTML page, the JSON route and the CLI must tell the same story, and a test can
+call it against Azurite without a host. Every list is bounded (a page view must stay a handful of table
+queries however long the connector has run), and every text that may carry a URL goes through `redact`, so
+a function key or a SAS signature never reaches a page, a terminal or a screenshot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import ConfigError
+from shared.models.records import utcnow
+
+if TYPE_CHECKING:
+    from shared.models.records import DeadLetter, Link, StatusDoc, SyncLogEntry, SyncState
+    from shared.models.webhooks import WebhookRegistration
+    from shared.runtime import Services
+    from shared.store import Store
+
+LOG_LIMIT = 100
+"""Sync log entries shown (and counted per outcome): the newest ones, one cheap query."""
+LINK_LIMIT = 500
+"""Links listed in the searchable table; more are counted, and an exact id still finds any link."""
+DEAD_LETTER_LIMIT = 200
+INTENT_LIMIT = 50
+COUNT_CAP = 5000
+"""Links and dead letters are counted up to this many rows, then shown as "5000+": counting is a scan."""
+VALUE_CHARS = 300
+"""Before/after values longer than this are cut (a note may hold 32 KB; the page shows the start)."""
+
+POLL_STALE = dt.timedelta(minutes=10)
+"""No successful Salesforce poll for this long is worth a look (the default schedule polls every minute)."""
+RECONCILE_STALE = dt.timedelta(hours=1)
+"""Likewise for the reconcile (every 15 minutes by default)."""
+
+POLL_DOC = "salesforce-poll"
+RECONCILE_DOC = "partner-center-reconcile"
+TOKEN_DOC = "partner-center-token"
+BUDGET_DOC = "salesforce-budget"
+"""Status documents of shared/salesforce/polling.py, shared/sync/reconcile.py, shared/partner_center/token.py
+and shared/salesforce/budget.py (literal here so gathering imports none of the clients; a test checks)."""
+
+OK, WARNING, ERROR, UNKNOWN = "ok", "warning", "error", "unknown"
+
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:code|sig|token|access_token|client_secret|key)=)[^&\s\"'<>]+")
+
+
+def redact(text: str | None) -> str:
+    """`text` with the values of secret-looking query parameters (`?code=`, `sig=`, ...) replaced by `***`.
+
+    Messages are written without secrets already; this is the second line of defence for whatever a remote
+    service or a future message puts in a URL.
+    """
+    return _SECRET_QUERY.sub(r"\1***", text or "")
+
+
+def ago(when: dt.datetime | str | None, now: dt.datetime) -> str:
+    """`when` as people say it: "just now", "42 s ago", "5 min ago", "3 h ago", "2 days ago"; "never" for None."""
+    moment = _parse_time(when)
+    if moment is None:
+        return "never"
+    seconds = (now - moment).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    if seconds < 5:
+        return "just now"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size * (2 if unit == "days" else 1):
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def _parse_time(value: dt.datetime | str | None) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def shorten(value: Any, limit: int = VALUE_CHARS) -> Any:
+    """A field value fit for display: scalars as they are, other values as compact JSON; long text cut."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def _count(items: Iterable[Any], cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """How many, counting at most `cap` (then True: there are more)."""
+    total = sum(1 for _ in islice(items, cap + 1))
+    return min(total, cap), total > cap
+
+
+# Health of each side --------------------------------------------------------------------------------------
+
+def poll_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
+    """The Salesforce poll: when it last succeeded, and its error if the latest run failed."""
+    if doc is None:
+        return {"state": UNKNOWN, "summary": "has not run yet"}
+    data = doc.data
+    last_success, last_error = data.get("last_success"), data.get("last_error")
+    facts = {"last_success": last_success, "last_error": redact(last_error) or None,
+             "last_error_at": data.get("last_error_at"), "read": data.get("read"), "handed_on": data.get("handed_on")}
+    if last_error:
+        return {"state": ERROR, "summary": f"failing ({ago(data.get('last_error_at'), now)}): {redact(last_error)}",
+                **facts}
+    success = _parse_time(last_success)
+    if success is None:
+        return {"state": UNKNOWN, "summary": "no successful poll yet", **facts}
+    read = data.get("read")
+    detail = f"; {read} record(s) read" if read is not None else ""
+    state = WARNING if now - success > POLL_STALE else OK
+    return {"state": state, "summary": f"last success {ago(success, now)}{detail}", **facts}
+
+
+def reconcile_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
+    """The Partner Center reconcile (the safety net behind webhooks and the poll)."""
+    if doc is None:
+        return {"state": UNKNOWN, "summary": "has not run yet"}
+    data = doc.data
+    success = _parse_time(data.get("last_success"))
+    counts = {k: data.get(k) for k in ("referrals_listed", "referrals_queued", "opportunities_queued",
+                                       "intents_queued")}
+    if success is None:
+        return {"state": UNKNOWN, "summary": "no successful run yet", "last_success": None, **counts}
+    queued = sum(counts[k] or 0 for k in ("referrals_queued", "opportunities_queued", "intents_queued"))
+    state = WARNING if now - success > RECONCILE_STALE else OK
+    return {"state": state, "last_success": success.isoformat(), **counts,
+            "summary": f"last run {ago(success, now)}: {counts['referrals_listed'] or 0} referral(s) listed, "
+                       f"{queued} item(s) queued"}
+
+
+def token_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
+    """The Partner Center refresh token: last refresh, age, expiry warning, last refusal (never the token)."""
+    if doc is None:
+        return {"state": UNKNOWN, "summary": "no token refresh recorded yet"}
+    data = doc.data
+    keys = ("last_refresh_at", "refresh_token_source", "refresh_token_age_days", "expires_around", "warning",
+            "last_error", "last_error_at", "mfa_required")
+    facts = {k: (redact(data[k]) if isinstance(data.get(k), str) else data.get(k)) for k in keys}
+    if data.get("last_error") or data.get("mfa_required"):
+        return {"state": ERROR, "summary": f"refused ({ago(data.get('last_error_at'), now)}): "
+                                           f"{redact(data.get('last_error') or 'MFA required')}", **facts}
+    if data.get("warning"):
+        return {"state": WARNING, "summary": redact(data["warning"]), **facts}
+    if not data.get("last_refresh_at"):
+        return {"state": UNKNOWN, "summary": "no successful refresh yet", **facts}
+    age = data.get("refresh_token_age_days")
+    expires = _parse_time(data.get("expires_around"))
+    summary = f"refreshed {ago(data['last_refresh_at'], now)}"
+    if age is not None:
+        summary += f"; refresh token {float(age):.0f} day(s) old"
+    if expires is not None:
+        summary += f", expires around {expires:%Y-%m-%d}"
+    return {"state": OK, "summary": summary, **facts}
+
+
+def budget_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
+    """The org's daily API budget as Salesforce last reported it."""
+    if doc is None:
+        return {"state": UNKNOWN, "summary": "no Salesforce call recorded yet"}
+    data = doc.data
+    used, limit, share = data.get("used"), data.get("limit"), data.get("budget_share")
+    state = {"ok": OK, "reserved": WARNING, "exhausted": ERROR}.get(str(data.get("state")), UNKNOWN)
+    summary = f"{used} of {limit} daily calls used"
+    if isinstance(used, int) and isinstance(limit, int) and limit:
+        summary += f" ({used / limit:.1%})"
+    if isinstance(share, (int, float)):
+        summary += f"; background work pauses at {share:.0%}"
+    summary += f" (seen {ago(data.get('observed_at'), now)})"
+    return {"state": state, "summary": summary, "used": used, "limit": limit, "budget_share": share,
+            "share_used": data.get("share_used"), "budget_state": data.get("state"),
+            "observed_at": data.get("observed_at")}
+
+
+def webhook_health(fetch: Callable[[], WebhookRegistration | None], own_url: str | None) -> dict[str, Any]:
+    """Where the tenant's webhook points (URL masked); a failure to ask is shown, never raised.
+
+    Args:
+        fetch: reads the registration (`services().webhooks.get_registration`); may raise anything.
+        own_url: this app's receiver URL, to tell whether the registration points here (None: unknown).
+    """
+    from shared.partner_center.registration import describe, masked
+    from shared.sync.failures import describe as describe_error
+
+    try:
+        registration = fetch()
+    except Exception as exc:  # noqa: BLE001 - the page must render whatever went wrong with this one call
+        return {"state": ERROR, "summary": f"could not be read: {redact(describe_error(exc))}",
+                "registered": None, "url": None, "events": [], "points_here": None,
+                "receiver_url": redact(masked(own_url)) or None}
+    facts = describe(registration, own_url)
+    facts["url"], facts["receiver_url"] = redact(facts["url"]) or None, redact(facts["receiver_url"]) or None
+    if not facts["registered"]:
+        return {"state": ERROR, "summary": "not registered: Partner Center sends no events", **facts}
+    events = f"{len(facts['events'])} event(s)"
+    if own_url is None:
+        facts["points_here"] = None
+        return {"state": OK, "summary": f"registered to {facts['url']} for {events} (this app's public URL is "
+                                        "not set, so whether it points here is unknown)", **facts}
+    if not facts["points_here"]:
+        return {"state": WARNING, "summary": f"registered to {facts['url']}, not to this app", **facts}
+    return {"state": OK, "summary": f"points here, {events}", **facts}
+
+
+# Lists -------------------------------------------------------------------------------------------------
+
+def log_row(entry: SyncLogEntry) -> dict[str, Any]:
+    """One sync log entry for display: `changes` as rows, conflicts and account candidates apart."""
+    changes, conflicts, candidates = [], [], []
+    for key, value in entry.changes.items():
+        if key == "conflicts" and isinstance(value, list):
+            conflicts = [{"field": str(c.get("key")), "partner_center": shorten(c.get("partner_center")),
+                          "salesforce": shorten(c.get("salesforce")), "winner": c.get("winner")}
+                         for c in value if isinstance(c, dict)]
+        elif key == "account_candidates" and isinstance(value, list):
+            candidates = [{"id": str(c.get("Id")), "name": shorten(c.get("Name"))}
+                          for c in value if isinstance(c, dict)]
+        elif isinstance(value, list) and len(value) == 3:
+            changes.append({"field": key, "before": shorten(value[0]), "after": shorten(value[1]), "to": value[2]})
+        else:
+            changes.append({"field": key, "before": None, "after": shorten(value), "to": None})
+    return {"at": _iso(entry.at), "direction": entry.direction, "outcome": entry.outcome.value,
+            "referral_id": entry.referral_id, "opportunity_id": entry.opportunity_id,
+            "message": redact(entry.message), "duration_ms": entry.duration_ms, "request_ids": entry.request_ids,
+            "changes": changes, "conflicts": conflicts, "account_candidates": candidates}
+
+
+def dead_letter_row(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter for display: what it was about (a relay's URL only masked), why, and if it can be replayed."""
+    from shared.sync.replay import QUEUES
+
+    payload = letter.payload
+    if letter.kind == "webhook-forward":
+        subject = f"relay to {redact(payload.get('url_shown')) or 'a downstream URL'}"
+    else:
+        record = payload.get(f"{letter.kind}_id")
+        subject = f"{letter.kind} {record}" if record else letter.kind
+    return {"key": letter.key, "kind": letter.kind, "subject": subject, "reason": redact(letter.reason),
+            "attempts": letter.attempts, "first_failed_at": _iso(letter.first_failed_at),
+            "last_failed_at": _iso(letter.last_failed_at), "replayable": letter.kind in QUEUES}
+
+
+def link_row(link: Link, state: SyncState | None) -> dict[str, Any]:
+    """A link with what its sync state knows cheaply: the deal's name and stage, the last sync, the last error."""
+    base = state.base if state else {}
+    name = base.get("name")
+    return {"referral_id": link.referral_id, "opportunity_id": link.opportunity_id,
+            "engagement_id": link.engagement_id, "name": shorten(name, 120) if name else None,
+            "stage": shorten(base.get("stage"), 60) if base.get("stage") else None,
+            "created_at": _iso(link.created_at), "synced_at": _iso(state.synced_at) if state else None,
+            "last_error": redact(state.last_error) if state and state.last_error else None}
+
+
+def _links(store: Store, search: str | None) -> tuple[list[dict[str, Any]], int, bool]:
+    """The first LINK_LIMIT links with their states (one range query), the count, and any link `search` names."""
+    shown: list[Link] = []
+    total = 0
+    for link in store.links.list():
+        total += 1
+        if len(shown) < LINK_LIMIT:
+            shown.append(link)
+        if total > COUNT_CAP:
+            break
+    states: dict[str, SyncState] = {}
+    if shown:  # links come in RowKey order ("ref-<id>"), states are keyed by the same id: one range
+        for state in store.state.list("RowKey ge @lo and RowKey le @hi",
+                                      {"lo": shown[0].referral_id, "hi": shown[-1].referral_id}):
+            states[state.referral_id] = state
+    term = (search or "").strip()
+    if term and not any(term in (link.referral_id, link.opportunity_id) for link in shown):
+        found = store.links.get_by_referral(term) or store.links.get_by_opportunity(term)
+        if found is not None:
+            shown.insert(0, found)
+            state = store.state.get(found.referral_id)
+            if state is not None:
+                states[state.referral_id] = state
+    rows = [link_row(link, states.get(link.referral_id)) for link in shown]
+    rows.sort(key=lambda row: row["created_at"] or "", reverse=True)
+    return rows, min(total, COUNT_CAP), total > COUNT_CAP
+
+
+# The whole report --------------------------------------------------------------------------------------
+
+def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], own_url: str | None = None,
+            dry_run: bool = False, search: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the status page shows, as JSON-ready data.
+
+    Args:
+        store: the connector's tables.
+        webhook: reads the webhook registration (its failure is shown in the report, not raised).
+        own_url: this app's receiver URL (to tell whether the webhook points here), or None.
+        dry_run: the `COSELL_DRY_RUN` setting, shown in the header.
+        search: a referral or opportunity id to find among all links (beyond the LINK_LIMIT listed).
+        now: the time (tests pass a fixed one).
+
+    Raises:
+        Unavailable: Table Storage cannot be reached (nothing else is worth showing then).
+    """
+    now = now or utcnow()
+    status = store.status
+    entries = store.synclog.recent(LOG_LIMIT)
+    letters = sorted(islice(store.dead_letters.list(), DEAD_LETTER_LIMIT),
+                     key=lambda letter: letter.last_failed_at, reverse=True)
+    dead_count, dead_more = (len(letters), False) if len(letters) < DEAD_LETTER_LIMIT else \
+        _count(store.dead_letters.list())
+    intents = store.intents.list_open()
+    links, link_count, links_more = _links(store, search)
+    outcomes = Counter(entry.outcome.value for entry in entries)
+    return {
+        "generated_at": now.isoformat(),
+        "dry_run": dry_run,
+        "health": {
+            "salesforce_poll": poll_health(status.get(POLL_DOC), now),
+            "partner_center_reconcile": reconcile_health(status.get(RECONCILE_DOC), now),
+            "partner_center_token": token_health(status.get(TOKEN_DOC), now),
+            "webhook": webhook_health(webhook, own_url),
+            "salesforce_budget": budget_health(status.get(BUDGET_DOC), now),
+        },
+        "counts": {
+            "links": link_count, "links_more": links_more,
+            "open_intents": len(intents),
+            "dead_letters": dead_count, "dead_letters_more": dead_more,
+            "sync_log_window": len(entries),
+            "sync_log_outcomes": dict(sorted(outcomes.items())),
+        },
+        "sync_log": [log_row(entry) for entry in entries],
+        "dead_letters": [dead_letter_row(letter) for letter in letters],
+        "intents": [{"opportunity_id": intent.opportunity_id, "attempted_at": _iso(intent.attempted_at)}
+                    for intent in sorted(intents, key=lambda i: i.attempted_at)[:INTENT_LIMIT]],
+        "links": links,
+        "search": search or None,
+    }
+
+
+def own_receiver_url(services: Services, base_url: str | None = None) -> str | None:
+    """This app's webhook receiver: from the settings (COSELL_PUBLIC_URL), else from the URL the page was
+    requested at, else unknown."""
+    from shared.partner_center.registration import RECEIVER_PATH, receiver_url
+
+    try:
+        return receiver_url(services.settings)
+    except ConfigError:
+        return base_url.rstrip("/") + RECEIVER_PATH if base_url else None
+
+
+def collect_for(services: Services, *, base_url: str | None = None, search: str | None = None) -> dict[str, Any]:
+    """`collect` with the process's clients: what the routes and the CLI call."""
+    return collect(services.store, webhook=lambda: services.webhooks.get_registration(),
+                   own_url=own_receiver_url(services, base_url), dry_run=services.settings.cosell_dry_run,
+                   search=search)
+
+
+__all__ = [
+    "COUNT_CAP", "DEAD_LETTER_LIMIT", "LINK_LIMIT", "LOG_LIMIT", "ago", "collect", "collect_for", "redact",
+    "shorten",
+]
