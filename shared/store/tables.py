@@ -8,7 +8,7 @@ notes in emoji. Nested values are stored as JSON split over `name`, `name__1`, .
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from azure.core import MatchConditions
@@ -27,6 +27,9 @@ from shared.models.records import Record
 
 CHUNK = 15_000
 """Characters per stored string chunk: 64 KiB holds 32,768 UTF-16 units, and a character may need two."""
+TRANSACTION_ENTITIES = 100
+TRANSACTION_BYTES = 3_500_000
+"""A transaction holds at most 100 entities of one partition and 4 MiB; this leaves room for the envelope."""
 
 _SYSTEM = {"PartitionKey", "RowKey", "Timestamp", "etag"}
 
@@ -234,6 +237,43 @@ class RecordTable(Generic[R]):
         stored = record.model_copy()
         stored.etag = etag
         return stored
+
+    def create_many(self, records: Sequence[R]) -> list[str]:
+        """Create many new records, up to 100 (and under 4 MiB) to a transaction, never overwriting one.
+
+        A transaction refused because one of its rows already exists is written again row by row.
+
+        Returns:
+            The keys that already existed (those records were left as they were).
+        """
+        existing: list[str] = []
+        batch: list[dict[str, Any]] = []
+        size = 0
+
+        def flush() -> None:
+            if not batch:
+                return
+            try:
+                self.table.transaction([("create", entity) for entity in batch], what=f"{len(batch)} records")
+            except AlreadyExists:
+                for entity in batch:
+                    try:
+                        self.table.insert(entity)
+                    except AlreadyExists:
+                        existing.append(entity["RowKey"])
+            batch.clear()
+
+        for record in records:
+            entity = {"PartitionKey": self.partition, "RowKey": str(getattr(record, self.key)),
+                      **pack(record.model_dump(mode="json"))}
+            weight = len(json.dumps(entity)) + 1024  # ASCII-escaped JSON bounds its UTF-8 bytes; + the envelope
+            if len(batch) == TRANSACTION_ENTITIES or size + weight > TRANSACTION_BYTES:
+                flush()
+                size = 0
+            batch.append(entity)
+            size += weight
+        flush()
+        return existing
 
     def delete(self, record: R) -> None:
         self.table.delete(self.partition, str(getattr(record, self.key)), record.etag)
