@@ -125,7 +125,7 @@ def partner_center_webhook(req: func.HttpRequest) -> func.HttpResponse:
             return _json(registration.describe(app.webhooks.get_registration(), own_url), 200)
         try:
             body = req.get_json() if req.get_body() else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested too deep to parse
             return _json({"error": "the body must be JSON: {\"url\"?, \"events\"?, \"overwrite\"?}"}, 400)
         if not isinstance(body, dict):
             return _json({"error": "the body must be a JSON object"}, 400)

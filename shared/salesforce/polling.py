@@ -62,7 +62,7 @@ def parse_nudge(body: bytes) -> list[str]:
     """
     try:
         document = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise InvalidInput('the body must be JSON: {"ids": ["006..."]}') from None
     ids = document.get("ids") if isinstance(document, dict) else None
     if not isinstance(ids, list) or not ids:
