@@ -100,7 +100,10 @@ def describe(registration: WebhookRegistration | None, own_url: str | None) -> d
 
 def _validated(url: str) -> str:
     """An https:// URL (plain http only on loopback, where the local host and the simulator live)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed or non-IP "[...]" host
+        raise InvalidInput("the webhook URL is not a valid URL") from None
     if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")):
         return url
     raise InvalidInput("the webhook URL must be an https:// URL (Partner Center delivers over HTTPS only)")
