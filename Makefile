@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test bench install clean
+.PHONY: run demo test bench install clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -24,6 +24,10 @@ test: install
 
 run: install
 	$(PY) -m sandbox.run
+
+# The seed's scenarios, checked step by step: against the sandbox `make run` keeps running, else one of its own.
+demo: install
+	$(PY) -m sandbox.demo
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
