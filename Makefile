@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run demo test bench install clean
+.PHONY: run demo test test-ui bench install clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -20,7 +20,14 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
+
+# The status page in a real headless Chromium: Debian's chromium (and an emoji font, for the screenshot),
+# installed when missing (as root, like CI).
+test-ui: install
+	test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi 'color emoji' || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-color-emoji; }
+	$(PY) -m pytest tests/ui $(PYTEST_ARGS)
 
 run: install
 	$(PY) -m sandbox.run

@@ -66,9 +66,10 @@ def test_collect_reports_every_side_counts_and_lists(store: Store) -> None:
     assert {key: item["state"] for key, item in health.items()} == {
         "salesforce_poll": "ok", "partner_center_reconcile": "ok", "partner_center_token": "ok",
         "webhook": "ok", "salesforce_budget": "ok"}
-    assert health["salesforce_poll"]["summary"] == "last success 1 min ago; 3 record(s) read"
-    assert health["partner_center_reconcile"]["summary"] == "last run 9 min ago: 12 referral(s) listed, 3 item(s) queued"
-    assert "expires around 2027-02-05" in health["partner_center_token"]["summary"]
+    assert health["salesforce_poll"]["summary"] == "last success 1 min ago; 3 rows read, 3 opportunities queued"
+    assert health["partner_center_reconcile"]["summary"] == "last run 9 min ago: 12 referrals listed, 3 items queued"
+    assert health["partner_center_token"]["summary"] == (
+        "refreshed 20 min ago; refresh token 12 days old, expires around 2027-02-05")
     assert health["webhook"]["url"] == f"{OWN}?code=***" and health["webhook"]["points_here"] is True
     assert health["salesforce_budget"]["summary"].startswith("1830 of 15000 daily calls used (12.2%)")
     assert report["counts"] == {"links": 3, "links_more": False, "open_intents": 1, "dead_letters": 2,
@@ -172,6 +173,9 @@ def test_health_judgements() -> None:
     assert reserved["state"] == "warning" and reserved["summary"] == (
         "13000 of 15000 daily calls used (86.7%); background work pauses at 80% (seen 1 min ago)")
     assert budget_health(doc("b", used=15000, limit=15000, state="exhausted"), NOW)["state"] == "error"
+    assert budget_health(doc("b", used=1, limit=100000, state="ok"), NOW)["summary"].startswith(
+        "1 of 100000 daily calls used (under 0.1%)")
+    assert poll_health(doc("p", last_success=minutes(0), read=1), NOW)["summary"] == "last success just now; 1 row read"
 
     assert [ago(NOW - dt.timedelta(seconds=s), NOW) for s in (1, 42, 300, 7200, 3 * 86400)] == [
         "just now", "42 s ago", "5 min ago", "2 h ago", "3 days ago"]

@@ -80,8 +80,6 @@ def _health_card(key: str, item: dict[str, Any], now: dt.datetime) -> str:
             facts.append(("This app", f"<code>{e(item['receiver_url'])}</code>"))
     elif key == "salesforce_budget" and isinstance(item.get("used"), int) and item.get("limit"):
         facts.append(("Used", f'<span class="bar"><span class="fill budget {e(state)}"></span></span>'))
-    elif key == "salesforce_poll" and isinstance(item.get("handed_on"), dict) and item["handed_on"]:
-        facts.append(("Queued", " · ".join(f"{e(name)} {e(n)}" for name, n in item["handed_on"].items())))
     rows = "".join(f"<dt>{e(name)}</dt><dd>{value}</dd>" for name, value in facts)
     return (f'<article class="card {e(state)}" data-health="{e(key)}"><header><h3>{e(HEALTH_TITLES.get(key, key))}'
             f"</h3>{_pill(state)}</header><p>{e(item.get('summary'))}</p>"

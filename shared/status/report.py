@@ -78,6 +78,22 @@ def ago(when: dt.datetime | str | None, now: dt.datetime) -> str:
     return f"{int(seconds)} s ago"
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """ "1 row", "3 rows"; `many` for irregular words ("opportunities")."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def _total(value: Any) -> int | None:
+    """A count, or the sum of a per-source dict of counts (the poll reports both ways)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return sum(v for v in value.values() if isinstance(v, int) and not isinstance(v, bool))
+    return None
+
+
 def _parse_time(value: dt.datetime | str | None) -> dt.datetime | None:
     if value is None or isinstance(value, dt.datetime):
         return value
@@ -122,8 +138,10 @@ def poll_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
     success = _parse_time(last_success)
     if success is None:
         return {"state": UNKNOWN, "summary": "no successful poll yet", **facts}
-    read = data.get("read")
-    detail = f"; {read} record(s) read" if read is not None else ""
+    read, queued = _total(data.get("read")), _total(data.get("handed_on"))
+    detail = f"; {plural(read, 'row')} read" if read is not None else ""
+    if queued is not None:
+        detail += f", {plural(queued, 'opportunity', 'opportunities')} queued"
     state = WARNING if now - success > POLL_STALE else OK
     return {"state": state, "summary": f"last success {ago(success, now)}{detail}", **facts}
 
@@ -141,8 +159,8 @@ def reconcile_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
     queued = sum(counts[k] or 0 for k in ("referrals_queued", "opportunities_queued", "intents_queued"))
     state = WARNING if now - success > RECONCILE_STALE else OK
     return {"state": state, "last_success": success.isoformat(), **counts,
-            "summary": f"last run {ago(success, now)}: {counts['referrals_listed'] or 0} referral(s) listed, "
-                       f"{queued} item(s) queued"}
+            "summary": f"last run {ago(success, now)}: {plural(counts['referrals_listed'] or 0, 'referral')} "
+                       f"listed, {plural(queued, 'item')} queued"}
 
 
 def token_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
@@ -164,7 +182,8 @@ def token_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
     expires = _parse_time(data.get("expires_around"))
     summary = f"refreshed {ago(data['last_refresh_at'], now)}"
     if age is not None:
-        summary += f"; refresh token {float(age):.0f} day(s) old"
+        days = int(float(age))
+        summary += f"; refresh token {plural(days, 'day')} old" if days else "; refresh token under a day old"
     if expires is not None:
         summary += f", expires around {expires:%Y-%m-%d}"
     return {"state": OK, "summary": summary, **facts}
@@ -179,7 +198,7 @@ def budget_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
     state = {"ok": OK, "reserved": WARNING, "exhausted": ERROR}.get(str(data.get("state")), UNKNOWN)
     summary = f"{used} of {limit} daily calls used"
     if isinstance(used, int) and isinstance(limit, int) and limit:
-        summary += f" ({used / limit:.1%})"
+        summary += f" ({used / limit:.1%})" if used == 0 or used / limit >= 0.001 else " (under 0.1%)"
     if isinstance(share, (int, float)):
         summary += f"; background work pauses at {share:.0%}"
     summary += f" (seen {ago(data.get('observed_at'), now)})"
