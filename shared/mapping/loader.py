@@ -62,6 +62,8 @@ def read_document(path: Path) -> dict[str, Any]:
         raise MappingError(str(path), [Problem("$", f"cannot read the file ({exc})")]) from None
     except json.JSONDecodeError as exc:
         raise MappingError(str(path), [Problem("$", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+    except RecursionError:
+        raise MappingError(str(path), [Problem("$", "arrays or objects nested too deeply to be a mapping")]) from None
     if not isinstance(document, dict):
         raise MappingError(str(path), [Problem("$", "a mapping is a JSON object")])
     return document
@@ -137,7 +139,7 @@ class _Checker:
             if section == "contacts" and isinstance(spec.get("contactRole"), str):
                 yield from self._contact_role(spec["contactRole"])
             if section == "contacts" and isinstance(spec.get("matchBy"), str):
-                mapped = {f.get("salesforce") for f in _list(spec.get("fields")) if isinstance(f, Mapping)}
+                mapped = [f.get("salesforce") for f in _list(spec.get("fields")) if isinstance(f, Mapping)]
                 if spec["matchBy"] not in mapped:
                     yield Problem(json_path(section, "matchBy"), f"{spec['matchBy']} must be one of the mapped contact fields")
             if section == "solutions":
@@ -226,7 +228,7 @@ class _Checker:
                 yield Problem(where, f"{stage!r} is on hold; a referral status cannot land in a stage that is not synced")
             elif phase is None:
                 yield Problem(where, f"{stage!r} is not in stages.toPartnerCenter, so it would not read back")
-            elif phase in Phase._value2member_map_:
+            elif isinstance(phase, str) and phase in Phase._value2member_map_:
                 expected = phase_of_pair(*key.split("/", 1))
                 if phase != expected.value:
                     yield Problem(where, f"{key} is {expected.value}, but the stage {stage!r} is {phase}")
@@ -266,6 +268,8 @@ class _Checker:
         for name, spec in self.tables.items():
             seen: dict[str, str] = {}
             for pc_value, sf_value in _dict(_dict(spec).get("values")).items():
+                if not isinstance(sf_value, str):
+                    continue  # the schema reports it; it cannot be looked up either
                 if sf_value in seen and _dict(spec).get("defaultPartnerCenter") is None:
                     yield Problem(json_path("tables", name, "values", pc_value),
                                   f"{sf_value!r} is also the Salesforce value of {seen[sf_value]!r}: reading it back is ambiguous")
