@@ -10,6 +10,8 @@ host's own `AzureWebJobsStorage` connection string (local development with Azuri
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import re
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ def storage_target(settings: Settings) -> StorageTarget:
     """
     connection_string = _secret(settings.cosell_storage)
     if connection_string:
-        return StorageTarget(connection_string=connection_string)
+        return StorageTarget(connection_string=_usable("COSELL_STORAGE", connection_string))
 
     account = (settings.cosell_storage__accountname or "").strip()
     table_url = (settings.cosell_storage__tableserviceuri or "").strip()
@@ -76,7 +78,7 @@ def storage_target(settings: Settings) -> StorageTarget:
 
     host_connection_string = _secret(settings.azurewebjobsstorage)
     if host_connection_string:
-        return StorageTarget(connection_string=host_connection_string)
+        return StorageTarget(connection_string=_usable("AzureWebJobsStorage", host_connection_string))
     raise ConfigError(
         "storage is not configured: set COSELL_STORAGE (or AzureWebJobsStorage) to a connection string, "
         "or COSELL_STORAGE__accountName to reach the account with the app's managed identity"
@@ -95,6 +97,32 @@ def storage_credential() -> TokenCredential:
 def _secret(value: object) -> str:
     getter = getattr(value, "get_secret_value", None)
     return (getter() if getter else str(value or "")).strip()
+
+
+def _usable(setting: str, connection_string: str) -> str:
+    """The connection string, when the Storage SDKs can use it; else one line naming the setting, never its value.
+
+    Why check here: the SDKs say only "blank or malformed" (no setting named) when a client is made, and an
+    AccountKey that is not base64 fails at the first signed request, deep inside the table and queue code.
+    """
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    try:
+        TableServiceClient.from_connection_string(connection_string)
+        QueueServiceClient.from_connection_string(connection_string)
+    except ValueError:
+        raise ConfigError(f"setting {setting} is not a storage connection string: copy one from the storage "
+                          "account's Access keys (UseDevelopmentStorage=true for Azurite)") from None
+    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    key = next((value for name, value in parts.items() if name.strip().lower() == "accountkey"), None)
+    try:
+        if key is not None:
+            base64.b64decode(key.strip(), validate=True)
+    except binascii.Error:
+        raise ConfigError(f"setting {setting}: its AccountKey is not base64: copy the key again from the storage "
+                          "account's Access keys") from None
+    return connection_string
 
 
 def _https_endpoint(setting: str, url: str) -> str:
