@@ -48,6 +48,11 @@ def connection_string(setting: str | None, env: Mapping[str, str], function: str
         names.append(_DEFAULT_CONNECTION)
     for name in names:
         if env.get(name):
+            try:
+                QueueServiceClient.from_connection_string(env[name])
+            except ValueError:  # the SDK's "blank or malformed" names no setting; never echo the value (a key)
+                raise ConfigError(f"function {function}: setting {name} is not a storage connection string: "
+                                  "copy one from the storage account (UseDevelopmentStorage=true for Azurite)") from None
             return env[name]
         if identity := next((f"{name}__{key}" for key in _IDENTITY_KEYS if env.get(f"{name}__{key}")), None):
             raise ConfigError(f"function {function}: {identity} asks for an identity-based connection, which "
