@@ -40,11 +40,13 @@ def _wait(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 
 @pytest.fixture
-def pc_host(function_host, pc_sim: PartnerCenterSim):  # type: ignore[no-untyped-def]
-    """The real app on the local host, configured for `pc_sim`; returns a starter taking extra settings."""
+def pc_host(function_host, pc_sim: PartnerCenterSim, sf_sim):  # type: ignore[no-untyped-def]
+    """The real app on the local host, configured for `pc_sim` (and `sf_sim`, where referrals sync to);
+    returns a starter taking extra settings."""
 
     def start(**extra: str):  # type: ignore[no-untyped-def]
-        env = {**pc_sim.settings_env(), **QUIET_TIMERS, "COSELL_LOCAL_FUNCTION_KEY": HOST_KEY, **extra}
+        env = {**pc_sim.settings_env(), **sf_sim.credentials.settings_env(), **QUIET_TIMERS,
+               "COSELL_LOCAL_FUNCTION_KEY": HOST_KEY, **extra}
         return function_host(env=env, host_json=HOST_JSON)
 
     return start
@@ -65,7 +67,7 @@ def test_genuine_webhook_is_enqueued_once_and_processed(pc_host, pc_sim: Partner
     entries = _wait(lambda: _synclog_for(azurite, {referral_id}))
     time.sleep(1.0)  # a second message would have been processed by now
     entries = _synclog_for(azurite, {referral_id})
-    assert len(entries) == 1 and "New/Received" in entries[0].message
+    assert len(entries) == 1 and entries[0].outcome.value == "created", entries
     assert entries[0].request_ids  # Partner Center's request-id is kept for support
 
     test = requests.post(f"{host.url}/api/partnercenter/webhook/test", params={"code": HOST_KEY}, timeout=30)

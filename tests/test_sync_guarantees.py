@@ -225,3 +225,28 @@ def _wait_message(client: QueueClient, **expected: Any) -> dict[str, Any]:
                 return body
         time.sleep(0.2)
     raise AssertionError(f"no message on {client.queue_name} matching {expected}")
+
+
+def test_the_reconcile_catches_a_lost_webhook_and_skips_what_is_in_sync(
+        sync_world: SyncWorld, azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.sync.processor import process_referral
+    from shared.sync.reconcile import reconcile
+
+    services = _services(sync_world, azurite, monkeypatch)
+    services.__dict__.update(partner_center=sync_world.engine.pc, mapping=sync_world.engine.mapping)
+    in_sync = sync_world.pc.create_incoming({"name": "In sync"})
+    missed = sync_world.pc.create_incoming({"name": "Missed update"})
+    for referral in (in_sync, missed):
+        sync_world.engine.sync_referral(referral["id"])
+        sync_world.engine.sync_referral(referral["id"])  # settle: the first sync may patch a default back
+    sync_world.pc.update_as_microsoft(missed["id"], {"details": {"dealValue": 4242}})  # its webhook is lost
+    queue = QueueClient.from_connection_string(azurite, "referral-changes")
+
+    result = reconcile(services)
+
+    assert (result.referrals_listed, result.referrals_queued) == (2, 1)
+    message = _wait_message(queue, referral_id=missed["id"], source="reconcile")
+    process_referral(services, message)
+    opportunity_id = sync_world.store.links.get_by_referral(missed["id"]).opportunity_id
+    assert sync_world.opportunity(opportunity_id)["Amount"] == 4242
+    assert reconcile(services).referrals_queued == 0  # the cursor moved on and nothing differs

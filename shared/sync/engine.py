@@ -95,6 +95,14 @@ class SyncEngine:
                 the partner's referral of the same engagement is the one to sync; none is created for it.
         """
         referral = self.pc.get_referral(referral_id)
+        read_request = self.pc.last_request_id
+        report = self._sync_read_referral(referral, related=related)
+        if read_request and read_request not in report.request_ids:
+            report.request_ids.insert(0, read_request)  # what Microsoft support asks for
+        return report
+
+    def _sync_read_referral(self, referral: Referral, *, related: bool) -> SyncReport:
+        referral_id = referral.id
         link = self.store.links.get_by_referral(referral_id)
         if related and link is None:
             link = self.store.links.get_by_engagement(referral.engagement_id) if referral.engagement_id else None

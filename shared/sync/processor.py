@@ -41,8 +41,8 @@ def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncRepo
     queue, id_field, direction = KINDS[kind]
     record_id = str(message[id_field])
     attempt = int(message.get("attempt", 0)) + 1
-    engine = services.sync_engine
     try:
+        engine = services.sync_engine  # may raise ConfigError: that too becomes a dead letter with its reason
         if kind == "referral":
             related = str(message.get("event", "")).startswith("related-referral")
             report, millis = timed(lambda: engine.sync_referral(record_id, related=related))
