@@ -48,11 +48,6 @@ def connection_string(setting: str | None, env: Mapping[str, str], function: str
         names.append(_DEFAULT_CONNECTION)
     for name in names:
         if env.get(name):
-            try:
-                QueueServiceClient.from_connection_string(env[name])
-            except ValueError:  # the SDK's "blank or malformed" names no setting; never echo the value (a key)
-                raise ConfigError(f"function {function}: setting {name} is not a storage connection string: "
-                                  "copy one from the storage account (UseDevelopmentStorage=true for Azurite)") from None
             return env[name]
         if identity := next((f"{name}__{key}" for key in _IDENTITY_KEYS if env.get(f"{name}__{key}")), None):
             raise ConfigError(f"function {function}: {identity} asks for an identity-based connection, which "
@@ -77,8 +72,13 @@ class QueuePoller:
         self.queue_name = queue_name
         self.options = options
         self._executor = executor
-        service = QueueServiceClient.from_connection_string(
-            connection, retry_policy=LinearRetry(backoff=1, retry_total=2, random_jitter_range=1), connection_timeout=5)
+        try:
+            service = QueueServiceClient.from_connection_string(
+                connection, retry_policy=LinearRetry(backoff=1, retry_total=2, random_jitter_range=1), connection_timeout=5)
+        except ValueError:  # the SDK's "blank or malformed" names no setting; never echo the value (a key)
+            setting = function.trigger.connection or _DEFAULT_CONNECTION
+            raise ConfigError(f"function {function.name}: setting {setting} is not a storage connection string: copy "
+                              "one from the storage account (UseDevelopmentStorage=true for Azurite)") from None
         self._endpoint = service.url.rstrip("/")
         self._queue = service.get_queue_client(queue_name)
         self._poison = service.get_queue_client(f"{queue_name}-poison")
