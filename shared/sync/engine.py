@@ -126,9 +126,15 @@ class SyncEngine:
             return SyncReport(SyncOutcome.SKIPPED, SF_TO_PC, opportunity_id=opportunity_id,
                               message="the opportunity no longer exists in Salesforce")
         link = self.store.links.get_by_opportunity(opportunity_id)
-        referral_id = link.referral_id if link else opportunity.get(self.mapping.own_fields.referral_id)
+        if link is not None:
+            return self._sync_linked(self.pc.get_referral(link.referral_id), opportunity, link)
+        referral_id = opportunity.get(self.mapping.own_fields.referral_id)
         if referral_id:
-            return self._sync_linked(self.pc.get_referral(referral_id), opportunity, link)
+            # Named by a referral yet not linked: made from that referral by a create that has not finished
+            # (or died between its writes). The referral's sync finishes it (solutions rows, contacts, link)
+            # before the first merge; merging the half-made opportunity here would send its empty solutions
+            # list, a field flowing to Partner Center, over the referral's.
+            return self.sync_referral(str(referral_id))
         if not opportunity.get(self.mapping.own_fields.opt_in):
             return SyncReport(SyncOutcome.SKIPPED, SF_TO_PC, opportunity_id=opportunity_id,
                               message="not opted in to Partner Center")
