@@ -529,4 +529,4 @@ _JS = """
 """
 
 
-__all__ = ["content_security_policy", "render_page"]
+__all__ = ["content_security_policy", "field_label", "render_page"]
