@@ -27,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
     from shared.status import collect_for, render_text
 
     report = collect_for(services())
-    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render_text(report, log_limit=args.log))
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render_text(report, log_limit=max(0, args.log)))
     return 0
