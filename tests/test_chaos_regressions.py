@@ -3,6 +3,9 @@ in this process (`sync_world`), the failure placed exactly where the chaos run m
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from shared.models.records import SyncOutcome
 from tests.fixtures.chaos import Killed
 from tests.fixtures.connector import SyncWorld
+from tests.fixtures.host import ROOT
 
 
 def test_an_opportunity_half_created_from_a_referral_does_not_wipe_the_referrals_solutions(
@@ -42,3 +46,36 @@ def test_an_opportunity_half_created_from_a_referral_does_not_wipe_the_referrals
     assert [r["Solution_Id__c"] for r in rows] == ["sol-1"]
     assert sync_world.store.links.get_by_referral(referral["id"]).opportunity_id == opportunity_id
     assert sync_world.engine.sync_referral(referral["id"]).outcome is SyncOutcome.NO_CHANGE
+
+
+_REFUSAL_SCRIPT = """
+import datetime as dt, json, sys
+from shared.mapping import Mapping
+from shared.sync.plan import plan_pair
+
+mapping = Mapping.load("mappings/salesforce.json")
+referral = json.load(open("tests/samples/referral-incoming-new.json"))
+referral.update(status="Closed", substatus="Won")
+opportunity = {"Id": "006000000000001AAA", "Name": referral["name"], "StageName": "Closed Won",
+               "Amount": 48000, "CurrencyIsoCode": "EUR", "CloseDate": "2027-03-15",
+               "Description": referral["details"]["notes"], "Microsoft_Solutions__r": None}
+base = mapping.sf_values(opportunity)
+opportunity.update(Name="Renamed by the seller", How_can_Microsoft_help__c="ProofOfConceptOrDemo",
+                   Description="Edited after closing")
+plan = plan_pair(mapping, base, referral, opportunity, now=dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
+sys.stdout.write(plan.sf_update["Audit__c"])
+"""
+
+
+def test_the_refusal_of_a_closed_referral_reads_the_same_in_every_process() -> None:
+    """Chaos seed 8: the host and the second instance, each with its own hash seed, wrote the Audit line
+    of a refused edit with the refused fields in a different order (plan_pair passed a set to
+    pc_update), so each took the other's line for news: an Audit write, a poll hit, a sync in the other
+    process, another write, for as long as the two kept alternating."""
+    lines = {subprocess.run([sys.executable, "-c", _REFUSAL_SCRIPT], cwd=ROOT, check=True, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(ROOT)},
+                            timeout=60).stdout
+             for seed in range(1, 7)}
+
+    assert len(lines) == 1, lines
+    assert "Not sent to Partner Center" in lines.pop()

@@ -106,7 +106,7 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
                    sf_modified=_parse_time(opportunity.get("LastModifiedDate")))
     merged = dict(result.merged)
     to_pc, to_sf = set(result.to_partner_center), set(result.to_salesforce)
-    update = mapping.pc_update(referral, {k: merged[k] for k in to_pc}, opportunity=opportunity)
+    update = mapping.pc_update(referral, _in_order(mapping, to_pc, merged), opportunity=opportunity)
     if update.refused:
         # A closed referral takes nothing; an open one refuses only the stage move.
         refused_keys = set(to_pc) if referral.get("status") == "Closed" else to_pc & {mapping.stage.key}
@@ -116,9 +116,9 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
                 to_sf.add(key)
         to_pc -= refused_keys
         plan.refused = update.refused
-        update = mapping.pc_update(referral, {k: merged[k] for k in to_pc}, opportunity=opportunity)
+        update = mapping.pc_update(referral, _in_order(mapping, to_pc, merged), opportunity=opportunity)
     plan.patches, plan.merged, plan.conflicts = update.patches, merged, result.conflicts
-    plan.sf_update = mapping.sf_changes(opportunity, {k: merged[k] for k in to_sf}, referral=referral)
+    plan.sf_update = mapping.sf_changes(opportunity, _in_order(mapping, to_sf, merged), referral=referral)
     if mapping.solutions.key in to_sf:
         plan.solutions_create, plan.solutions_delete = mapping.solution_changes(referral, opportunity)
     for key in sorted(to_pc):
@@ -138,6 +138,13 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
         if text is not None:
             plan.sf_update[own.audit] = text
     return plan
+
+
+def _in_order(mapping: Mapping, keys: set[str], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` of `keys` in the mapping's field order. Why not the set's order: it changes with each
+    process's hash seed, and the refusal text built from it goes into the Audit field; two instances
+    writing it in different orders each take the other's line for news, and wake the poll forever."""
+    return {f.key: values[f.key] for f in mapping.fields if f.key in keys}
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
