@@ -8,6 +8,7 @@ notes in emoji. Nested values are stored as JSON split over `name`, `name__1`, .
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +33,8 @@ TRANSACTION_BYTES = 3_500_000
 """A transaction holds at most 100 entities of one partition and 4 MiB; this leaves room for the envelope."""
 
 _SYSTEM = {"PartitionKey", "RowKey", "Timestamp", "etag"}
+_NOT_IN_KEYS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+"""Characters Table Storage forbids in PartitionKey and RowKey."""
 
 R = TypeVar("R", bound=Record)
 
@@ -133,6 +136,8 @@ class Table:
         raise AssertionError("unreachable")
 
     def get(self, partition: str, row: str) -> dict[str, Any] | None:
+        if _NOT_IN_KEYS.search(partition) or _NOT_IN_KEYS.search(row):
+            return None  # no row can have this key; asking fails (Azurite answers 500) instead of finding nothing
         try:
             entity = self._call(lambda: self._client.get_entity(partition, row), what=f"{partition}/{row}")
         except NotFound:
