@@ -100,7 +100,7 @@ def status_replay(req: func.HttpRequest) -> func.HttpResponse:
         return _json({"error": 'send JSON (Content-Type: application/json): {"key": "..."} or {"all": true}'}, 415)
     try:
         body = req.get_json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested too deep to parse
         body = None
     key = body.get("key") if isinstance(body, dict) else None
     everything = isinstance(body, dict) and body.get("all") is True
