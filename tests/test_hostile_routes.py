@@ -154,3 +154,21 @@ def test_fuzz_never_answers_5xx_and_never_enqueues(app: App) -> None:
     assert statuses["unsigned"] <= {401, 413} and 401 in statuses["unsigned"]
     assert statuses["nudge"] == {400}
     _no_500_and_nothing_queued(app)
+
+
+def test_status_routes_take_any_search_and_refuse_garbage_replays(app: App) -> None:
+    searches = ["a/b", "a#b", "a?b", "a\\b", "'", "' or RowKey ne '", "\x00\x01", "x" * 5000, "🚀", "%ff", ""]
+    answers = {f"{route} q={q[:20]!r}": app.call("GET", route, params={"q": q})
+               for route in ("status", "status.json") for q in searches}
+    wrong = {label: (a.status_code, a.text[:160]) for label, a in answers.items() if a.status_code != 200}
+    assert wrong == {}, wrong
+    replays = {label: app.call("POST", "status/replay", data=body, headers={"Content-Type": "application/json"})
+               for label, body in {"deeply nested": NESTED, "not JSON": b"{all: true}", "not UTF-8": b"\xff\xfe",
+                                   "array": b"[]", "key a number": b'{"key": 5}', "all a string": b'{"all": "yes"}',
+                                   "unknown key": b'{"key": "referral-no-such-thing"}'}.items()}
+    wrong = {label: (a.status_code, a.text[:160]) for label, a in replays.items() if a.status_code not in (400, 404)}
+    assert wrong == {}, wrong
+    for answer in replays.values():
+        _short_error(answer)
+    assert app.call("POST", "status/replay", data=b'{"all": true}').status_code == 415  # not JSON by type
+    _no_500_and_nothing_queued(app)
