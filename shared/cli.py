@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 COMMAND_MODULES: tuple[str, ...] = ("register_webhook", "webhook_status", "validate_mapping", "status", "sync",
-                                     "replay")
+                                     "replay", "backfill")
 """Modules of shared/commands/ to offer, in the order `--help` lists them."""
 
 

@@ -17,8 +17,8 @@ from shared.store.tables import Table, pack, unpack
 PARTITION = "link"
 KEYS_PER_QUERY = 14
 """Row keys per `find` query: Table Storage allows 15 comparisons in a filter, one is the partition's."""
-LINKS_PER_TRANSACTION = 50
-"""Two rows a link, and a transaction holds at most 100 entities."""
+LINKS_PER_TRANSACTION = 33
+"""Up to three rows a link, and a transaction holds at most 100 entities."""
 
 
 def _row(side: str, record_id: str) -> str:
@@ -86,8 +86,8 @@ class LinkStore:
         return found
 
     def create_many(self, links: Sequence[Link]) -> list[Link]:
-        """Write many links, 50 to a transaction; a transaction refused because one of its referrals or
-        opportunities is already linked is written again link by link.
+        """Write many links, 33 to a transaction; a transaction refused because one of its referrals,
+        opportunities or engagements is already linked is written again link by link.
 
         Returns:
             The links that were not written because their referral or opportunity was already linked.
@@ -96,8 +96,7 @@ class LinkStore:
         for start in range(0, len(links), LINKS_PER_TRANSACTION):
             chunk = links[start:start + LINKS_PER_TRANSACTION]
             operations = [("create", {"PartitionKey": PARTITION, "RowKey": row, **pack(link.model_dump(mode="json"))})
-                          for link in chunk
-                          for row in (_row("ref", link.referral_id), _row("opp", link.opportunity_id))]
+                          for link in chunk for row in self._rows(link)]
             try:
                 self.table.transaction(operations, what=f"{len(chunk)} links")
             except AlreadyExists:
