@@ -163,14 +163,17 @@ class PartnerCenterSim:
         token_lifetime: seconds an access token lives.
         delivery_delays: seconds before each delivery retry (the last repeats); small in tests.
         signer: the certificate deliveries are signed with (default: issued here, O=Microsoft Corporation).
+        secret_marker: appended to the client secret and put into every refresh and access token minted, so a
+            test can look for it in logs and storage (tests/test_secrets_never_leak.py).
     """
 
     def __init__(self, ca: SandboxCA, *, port: int = 0, tenant_id: str = DEFAULT_TENANT,
                  client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
                  token_lifetime: int = 3600, delivery_delays: tuple[float, ...] = (1, 2, 5, 10, 30, 60),
-                 signer: IssuedCert | None = None) -> None:
+                 signer: IssuedCert | None = None, secret_marker: str = "") -> None:
         self.ca = ca
-        self.tenant_id, self.client_id, self.client_secret = tenant_id, client_id, client_secret
+        self.tenant_id, self.client_id, self.client_secret = tenant_id, client_id, client_secret + secret_marker
+        self.secret_marker = secret_marker
         self.token_lifetime = token_lifetime
         self.delivery_delays = delivery_delays
         self.signer = signer or ca.issue("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation")
@@ -269,7 +272,7 @@ class PartnerCenterSim:
 
     # ---------------------------------------------------------------------------------------- tokens
     def mint_refresh_token(self, *, mfa: bool = True) -> str:
-        token = "rt-" + secrets.token_urlsafe(24)
+        token = "rt-" + self.secret_marker + secrets.token_urlsafe(24)
         with self._lock:
             self.refresh_tokens[token] = mfa
         return token
@@ -282,7 +285,7 @@ class PartnerCenterSim:
                 self.refresh_tokens.pop(token, None)
 
     def _issue_access(self, kind: str, audience: str, mfa: bool) -> str:
-        token = "at-" + secrets.token_urlsafe(24)
+        token = "at-" + self.secret_marker + secrets.token_urlsafe(24)
         with self._lock:
             self.access_tokens[token] = _Token(kind, audience, mfa, time.time() + self.token_lifetime)
         return token

@@ -92,6 +92,8 @@ class SalesforceSim:
         clock: the time source of the org (tests may pass a controllable one).
         ssl_context: a server context from `ca.server_ssl_context()` to reuse (a fresh one when not given;
             tests share one because issuing a certificate is the slow part of starting).
+        secret_marker: appended to the client secret and the users' passwords and security tokens, and put
+            into every access token issued, so a test can look for it in logs and storage.
     """
 
     def __init__(self, ca: SandboxCA, *, port: int = 0, metadata_dir: Path | str = DEFAULT_METADATA_DIR,
@@ -99,7 +101,8 @@ class SalesforceSim:
                  stages: Sequence[Stage] = DEFAULT_STAGES, api_limit: int = 100_000, batch_size: int = 2000,
                  jwt_certificate_pem: bytes | None = None, jwt_private_key_pem: bytes | None = None,
                  client_id: str = "3MVG9sandbox.CoSellConnector", client_secret: str = "sandbox-client-secret",
-                 clock: Callable[[], dt.datetime] = now_utc, ssl_context: ssl.SSLContext | None = None) -> None:
+                 clock: Callable[[], dt.datetime] = now_utc, ssl_context: ssl.SSLContext | None = None,
+                 secret_marker: str = "") -> None:
         if jwt_certificate_pem is None or jwt_private_key_pem is None:
             issued = ca.issue("cosell-connector-jwt", organization="Co-sell Connector")
             jwt_certificate_pem, jwt_private_key_pem = issued.cert_pem, issued.key_pem
@@ -107,12 +110,14 @@ class SalesforceSim:
         self.org = Org(schema, api_limit=api_limit, clock=clock)
         permission_set = INTEGRATION_PERMISSION_SET if INTEGRATION_PERMISSION_SET in schema.permission_sets else None
         self.integration = self.org.add_user("integration@cosell.sandbox", first_name="Co-sell",
-                                             last_name="Integration", password="sandbox-password",
-                                             security_token="SANDBOXTOKEN1", permission_set=permission_set)
+                                             last_name="Integration", password="sandbox-password" + secret_marker,
+                                             security_token="SANDBOXTOKEN1" + secret_marker,
+                                             permission_set=permission_set)
         self.seller = self.org.add_user("seller@cosell.sandbox", first_name="Sam", last_name="Seller",
-                                        password="seller-password", security_token="SANDBOXTOKEN2")
-        self.auth = Authenticator(self.org, ClientApp(client_id, client_secret, jwt_certificate_pem,
-                                                      run_as=self.integration.username))
+                                        password="seller-password" + secret_marker,
+                                        security_token="SANDBOXTOKEN2" + secret_marker)
+        self.auth = Authenticator(self.org, ClientApp(client_id, client_secret + secret_marker, jwt_certificate_pem,
+                                                      run_as=self.integration.username), token_marker=secret_marker)
         self.api = RestApi(self.org, self.auth, batch_size=batch_size)
         router = Router()
         TokenEndpoint(self.auth).register(router)

@@ -79,12 +79,15 @@ class Authenticator:
         org: the org whose users log in.
         app: the client app's credentials.
         session_lifetime: how long a token lives (Salesforce's session timeout).
+        token_marker: put into every access token issued (tests look for it in logs and storage).
     """
 
-    def __init__(self, org: Org, app: ClientApp, *, session_lifetime: dt.timedelta = dt.timedelta(hours=2)) -> None:
+    def __init__(self, org: Org, app: ClientApp, *, session_lifetime: dt.timedelta = dt.timedelta(hours=2),
+                 token_marker: str = "") -> None:
         self.org = org
         self.app = app
         self.session_lifetime = session_lifetime
+        self.token_marker = token_marker
         self._sessions: dict[str, Session] = {}
         self.tokens_issued = 0
 
@@ -173,7 +176,7 @@ class Authenticator:
         return user
 
     def _issue(self, user: SimUser, login_url: str) -> dict[str, Any]:
-        token = f"{self.org.org_id[:15]}!{secrets.token_urlsafe(48)}"
+        token = f"{self.org.org_id[:15]}!{self.token_marker}{secrets.token_urlsafe(48)}"
         now = self.org.clock()
         self._sessions[token] = Session(user, now + self.session_lifetime)
         self.tokens_issued += 1
