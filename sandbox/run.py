@@ -364,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger("azure").setLevel(logging.ERROR)
+    # Ctrl-C even when started from a shell that ignores SIGINT for background jobs; SIGTERM/SIGHUP alike.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     sandbox = Sandbox(args.dir, port=args.port, pc_port=args.pc_port, sf_port=args.sf_port,
@@ -422,9 +424,13 @@ def _last_lines(sandbox: Sandbox) -> None:
     """Before stopping after the demo: let the last syncs reach the log, and print them."""
     if sandbox.tail is None:
         return
-    time.sleep(2)
     sandbox.tail.stop()
-    sandbox.tail.poll()
+    deadline = time.monotonic() + 8
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if sandbox.tail.poll():
+            quiet_since = time.monotonic()
 
 
 if __name__ == "__main__":
