@@ -74,6 +74,14 @@ class CreateIntent(Record):
     referral_id: str | None = None
 
 
+class CreateClaim(Record):
+    """Held while a referral's opportunity is being created, so two runs for one referral (a duplicated
+    webhook, the reconcile) never both create the account, contacts and roles: the second waits and retries."""
+
+    referral_id: str
+    claimed_at: dt.datetime = Field(default_factory=utcnow)
+
+
 class SyncOutcome(str, Enum):
     CREATED = "created"
     UPDATED = "updated"
@@ -118,6 +126,7 @@ class StatusDoc(Record):
 
 
 __all__ = [
+    "CreateClaim",
     "CreateIntent",
     "Cursor",
     "DeadLetter",

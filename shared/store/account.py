@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from azure.data.tables import TableServiceClient
 
-from shared.models.records import CreateIntent, Cursor, DeadLetter, IntentStatus, StatusDoc, SyncState
+from shared.models.records import CreateClaim, CreateIntent, Cursor, DeadLetter, IntentStatus, StatusDoc, SyncState
 from shared.store.connection import storage_credential, storage_target
 from shared.store.links import LinkStore
 from shared.store.secrets import SecretStore
@@ -42,6 +42,7 @@ class Store:
         self.cursors = RecordTable(table("CosellCursors"), Cursor, partition="cursor", key="name")
         self.intents = IntentStore(table("CosellCreateIntents"), CreateIntent, partition="intent",
                                    key="opportunity_id")
+        self.create_claims = RecordTable(table("CosellCreateIntents"), CreateClaim, partition="claim", key="referral_id")
         self.synclog = SyncLogStore(table("CosellSyncLog"))
         self.dead_letters = RecordTable(table("CosellDeadLetters"), DeadLetter, partition="dead", key="key")
         self.status = RecordTable(table("CosellStatus"), StatusDoc, partition="status", key="name")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import AlreadyExists, Conflict, ConnectorError, NotFound
 from shared.mapping import MissingPrerequisites
-from shared.models.records import CreateIntent, IntentStatus, Link, SyncOutcome, SyncState, utcnow
+from shared.models.records import CreateClaim, CreateIntent, IntentStatus, Link, SyncOutcome, SyncState, utcnow
 from shared.sync.accounts import AccountChoice, choose_account
 from shared.sync.audit import add_line
 from shared.sync.plan import ERROR, SYNCED, PairPlan, plan_pair
@@ -117,7 +117,31 @@ class SyncEngine:
         if link is not None:
             raise NotFound(f"opportunity {link.opportunity_id}, linked to referral {referral_id}, no longer exists "
                            "in Salesforce: restore it from the recycle bin, then replay")
-        return self._create_opportunity(referral)
+        if self.dry_run:
+            return self._create_opportunity(referral)
+        claim = self._claim_create(referral_id)
+        try:
+            if self.store.links.get_by_referral(referral_id) is not None:
+                return self._sync_read_referral(referral, related=False)  # the run that held the claim finished
+            return self._create_opportunity(referral)
+        finally:
+            self.store.create_claims.delete(claim)
+
+    def _claim_create(self, referral_id: str) -> CreateClaim:
+        """Claim the creation of a referral's opportunity.
+
+        Raises:
+            Conflict: another run holds a claim younger than INTENT_PATIENCE (the queue retries later; an older
+                one was left by a crash and is taken over), or claimed it just now.
+        """
+        now = self.clock()
+        held = self.store.create_claims.get(referral_id)
+        if held is not None and now - held.claimed_at < INTENT_PATIENCE:
+            raise Conflict(f"the opportunity for referral {referral_id} is being created by another run")
+        claim = held.model_copy(update={"claimed_at": now}) if held else CreateClaim(referral_id=referral_id,
+                                                                                       claimed_at=now)
+        claim.etag = held.etag if held else None
+        return self.store.create_claims.put(claim)
 
     def sync_opportunity(self, opportunity_id: str) -> SyncReport:
         """An opportunity changed (poll, nudge): bring its referral up to date, or create it if opted in."""
