@@ -270,10 +270,9 @@ def test_a_replayed_delivery_is_accepted_and_syncs_once(app: App) -> None:
     assert all("Succeeded" in line for line in app.executions("partner_center_referral_changes"))
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, reported: two deliveries of one new referral processed at the "
-                   "same moment both run the Partner Center -> Salesforce create (the opportunity upsert is "
-                   "idempotent, the contact/role/account steps are not): duplicate contacts and 'created' lines")
 def test_simultaneous_replays_make_no_duplicate(app: App) -> None:
+    """Two deliveries of one new referral processed at the same moment: one run creates (under a claim), the
+    other waits, retries and finds the pair. Before the claim both created: a second contact, role and line."""
     referral = _replay_referral(app, "Twin Co")
     body, headers = app.genuine(referral["id"])
     answers: list[int] = []
