@@ -3,6 +3,7 @@ in this process (`sync_world`), the failure placed exactly where the chaos run m
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.models.records import SyncOutcome
+from shared.models.records import SyncOutcome, utcnow
 from tests.fixtures.chaos import Killed
 from tests.fixtures.connector import SyncWorld
 from tests.fixtures.host import ROOT
@@ -79,3 +80,33 @@ def test_the_refusal_of_a_closed_referral_reads_the_same_in_every_process() -> N
 
     assert len(lines) == 1, lines
     assert "Not sent to Partner Center" in lines.pop()
+
+
+def test_a_create_retried_after_its_solutions_rows_were_written_finishes(
+        sync_world: SyncWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chaos seed 9: a referral's sync died after writing the opportunity's solutions rows and before the
+    link. Every retry upserted the rows again, which updates the existing rows, and the rows' parent field
+    (master-detail) is create-only: INVALID_FIELD_FOR_INSERT_UPDATE, a dead letter that a replay repeats."""
+    referral = sync_world.pc.create_incoming({"details": {"requirements": {"solutions": [
+        {"id": "sol-1", "name": "Fabrikam ERP", "type": "Service"}]}}})
+    upsert = sync_world.engine.sf.upsert
+
+    def upsert_then_die(sobject: str, records: Any, **options: Any) -> Any:
+        results = upsert(sobject, records, **options)
+        if sobject == "Microsoft_Solution__c":
+            raise Killed("after the solutions rows upsert")
+        return results
+
+    monkeypatch.setattr(sync_world.engine.sf, "upsert", upsert_then_die)
+    with pytest.raises(Killed):
+        sync_world.engine.sync_referral(referral["id"])
+    monkeypatch.undo()
+    sync_world.engine.clock = lambda: utcnow() + dt.timedelta(minutes=1)  # past any claim the dead run held
+
+    report = sync_world.engine.sync_referral(referral["id"])  # the message, delivered again
+
+    rows = sync_world.sf.query(f"SELECT Solution_Id__c FROM Microsoft_Solution__c "
+                               f"WHERE Opportunity__c = '{report.opportunity_id}'")
+    assert [r["Solution_Id__c"] for r in rows] == ["sol-1"]
+    assert sync_world.store.links.get_by_referral(referral["id"]).opportunity_id == report.opportunity_id
+    assert [s["id"] for s in sync_world.referral(referral["id"])["details"]["requirements"]["solutions"]] == ["sol-1"]

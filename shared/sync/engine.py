@@ -276,6 +276,11 @@ class SyncEngine:
         report.opportunity_id = opportunity_id
         self._add_contacts(api, opportunity_id)
         rows = self.mapping.solution_rows(api, opportunity_id)
+        if rows and result.created is not True:
+            # A retry of a create that got this far: send only the rows still missing. Upserting the others
+            # would update them, and a row's parent field (master-detail) is create-only in Salesforce.
+            made = self._read_opportunity(opportunity_id)
+            rows = self.mapping.solution_changes(api, made)[0] if made is not None else rows
         if rows and self.mapping.solution_rules.key_field:
             self._check(self.sf.upsert(self.mapping.solution_rows_mapping.sobject, rows,
                                        external_id=self.mapping.solution_rules.key_field), "add solutions")
