@@ -223,14 +223,17 @@ class Sandbox:
         return True
 
     def host_failure(self) -> str:
-        """The host's own one-line reason (`sandbox.host: ...`), else its last log line."""
+        """Why the host stopped: its own one-line reason (`sandbox.host: ...`), else the last line of a crash."""
         try:
             lines = [line.strip() for line in self.host_log.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
             lines = []
-        reason = next((line for line in reversed(lines) if line.startswith("sandbox.host:")), None)
         code = self.host.returncode if self.host else None
-        return f"{reason or (lines[-1] if lines else 'no output')} (exit code {code}, log {self._shown(self.host_log)})"
+        reason = next((line for line in reversed(lines) if line.startswith("sandbox.host:")), None)
+        if reason is None and lines and code is not None and code > 0:
+            reason = lines[-1]  # a traceback's last line names the exception
+        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        return f"{reason + ' ' if reason else ''}({how}, log {self._shown(self.host_log)})"
 
     def _register_webhook(self) -> None:
         """Through the app's own route, as an operator would; the URL defaults to the app's receiver."""

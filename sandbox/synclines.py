@@ -95,7 +95,7 @@ class SyncLogTail:
     """
 
     def __init__(self, synclog: SyncLogStore, write: Callable[[str], None],
-                 name_of: Callable[[SyncLogEntry], str | None], *, interval: float = 1.0,
+                 name_of: Callable[[SyncLogEntry], str | None], *, interval: float = 0.5,
                  since: dt.datetime | None = None) -> None:
         self.synclog, self.write, self.name_of, self.interval = synclog, write, name_of, interval
         self._horizon = since or dt.datetime.now(dt.timezone.utc) - LATE_ROWS

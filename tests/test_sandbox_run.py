@@ -179,12 +179,20 @@ def test_demo_plays_the_seed_scenarios_and_leaves_nothing_running(start_sandbox:
     assert not (tmp_path / "sandbox.json").exists()
 
 
-def test_sigint_stops_everything_cleanly(start_sandbox: Callable[..., SandboxProcess]) -> None:
+def test_make_demo_plays_against_the_running_sandbox_then_sigint_stops_everything(
+        start_sandbox: Callable[..., SandboxProcess], tmp_path: Path) -> None:
     sandbox = start_sandbox("--no-seed")
     sandbox.wait_for(READY, timeout=60)
     family = _the_family(sandbox)
     ports = [sandbox.port] + [int(p) for p in re.findall(r"https://127\.0\.0\.1:(\d+)/_sandbox/state", sandbox.output())]
     assert len(ports) == 3 and all(listening(port) for port in ports)
+
+    demo = subprocess.run([sys.executable, "-m", "sandbox.demo", "--dir", str(tmp_path), "--timeout", "30"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert f"Playing against the sandbox at http://127.0.0.1:{sandbox.port}" in demo.stdout
+    assert "Demo complete: 5 of 5 steps observed" in demo.stdout
+    sandbox.wait_for("stage accepted→won", timeout=10)  # the sync lines show in the sandbox's own output
 
     sandbox.process.send_signal(signal.SIGINT)
 
@@ -192,6 +200,19 @@ def test_sigint_stops_everything_cleanly(start_sandbox: Callable[..., SandboxPro
     assert sandbox.output().rstrip().endswith("Stopped.")
     assert not still_running(family), still_running(family)
     assert [port for port in ports if listening(port)] == []
+
+
+def test_a_host_that_dies_stops_the_sandbox_with_its_reason(start_sandbox: Callable[..., SandboxProcess]) -> None:
+    sandbox = start_sandbox("--no-seed")
+    sandbox.wait_for(READY, timeout=60)
+    family = _the_family(sandbox)
+    host = next(pid for pid, command in family.items() if "sandbox.host" in command)
+
+    os.kill(host, signal.SIGKILL)
+
+    assert sandbox.wait(timeout=15) == 1
+    assert "sandbox.run: the Functions host stopped unexpectedly: (killed by SIGKILL" in sandbox.output()
+    assert not still_running(family), still_running(family)
 
 
 def test_a_port_in_use_is_one_clear_line(start_sandbox: Callable[..., SandboxProcess]) -> None:
