@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import secrets
 import signal
@@ -121,7 +122,8 @@ class Sandbox:
     # Start ----------------------------------------------------------------------------------------
 
     def start(self) -> Sandbox:
-        """Start every part; on any failure stop what started and raise (ConfigError / Unavailable)."""
+        """Start every part in order; on a failure raise (ConfigError / Unavailable / ConnectorError) and leave
+        what did start to `stop()`, which the caller always runs."""
         from sandbox.partner_center import PartnerCenterSim
         from sandbox.salesforce import SalesforceSim
 
@@ -344,6 +346,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.port <= 0:
         parser.error("--port must be a port number (the webhook URL is built from it)")
+    args.demo = args.demo or args.exit_after_demo
     return args
 
 
@@ -364,9 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # arrows and ✔ on a terminal that cannot show them
     write = _Printer()
-    import logging
-
-    logging.getLogger("azure").setLevel(logging.ERROR)
+    logging.getLogger("azure").setLevel(logging.ERROR)  # the SDK's retry chatter would break the one-line-per-sync view
     # Ctrl-C even when started from a shell that ignores SIGINT for background jobs; SIGTERM/SIGHUP alike.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
