@@ -200,6 +200,14 @@ class Mapping:
                 return f
         raise KeyError(key)
 
+    def required_in_salesforce(self, key: str) -> bool:
+        """Whether the org's describe says the field's Opportunity value cannot be empty (CloseDate does):
+        writing None there fails the whole update with REQUIRED_FIELD_MISSING."""
+        f = self.field(key)
+        described = (self.org.field(self.opportunity.sobject, f.sf_field)
+                     if self.org is not None and isinstance(f, FieldMap) else None)
+        return described is not None and not described.nillable and described.type != "boolean"
+
     def stage_for(self, status: str, substatus: str) -> str:
         """The stage for a referral status/substatus."""
         return self.stages.stage_for(status, substatus)

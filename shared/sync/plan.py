@@ -106,6 +106,7 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
                    sf_modified=_parse_time(opportunity.get("LastModifiedDate")))
     merged = dict(result.merged)
     to_pc, to_sf = set(result.to_partner_center), set(result.to_salesforce)
+    _keep_required(mapping, merged, to_pc, to_sf, sf_values, pc_values, give_back=referral.get("status") != "Closed")
     update = mapping.pc_update(referral, _in_order(mapping, to_pc, merged), opportunity=opportunity)
     if update.refused:
         # A closed referral takes nothing; an open one refuses only the stage move.
@@ -115,6 +116,7 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
             if sf_values.get(key) != merged[key]:
                 to_sf.add(key)
         to_pc -= refused_keys
+        _keep_required(mapping, merged, to_pc, to_sf, sf_values, pc_values, give_back=False)
         plan.refused = update.refused
         update = mapping.pc_update(referral, _in_order(mapping, to_pc, merged), opportunity=opportunity)
     plan.patches, plan.merged, plan.conflicts = update.patches, merged, result.conflicts
@@ -138,6 +140,19 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
         if text is not None:
             plan.sf_update[own.audit] = text
     return plan
+
+
+def _keep_required(mapping: Mapping, merged: dict[str, Any], to_pc: set[str], to_sf: set[str],
+                   sf_values: dict[str, Any], pc_values: dict[str, Any], *, give_back: bool) -> None:
+    """Salesforce cannot hold "no value" in a required field (CloseDate): writing None there fails the whole
+    update, on every sync. Keep Salesforce's value and, unless Partner Center takes nothing now (a closed
+    referral: then the pair keeps differing in that field only, and a later sync finds nothing to do),
+    give it back to Partner Center so the pair agrees."""
+    for key in [k for k in to_sf if merged[k] is None and mapping.required_in_salesforce(k)]:
+        merged[key] = sf_values.get(key)
+        to_sf.discard(key)
+        if give_back and pc_values.get(key) != merged[key] and mapping.field(key).to_partner_center:
+            to_pc.add(key)
 
 
 def _in_order(mapping: Mapping, keys: set[str], values: dict[str, Any]) -> dict[str, Any]:
