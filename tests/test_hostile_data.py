@@ -171,3 +171,41 @@ def test_a_referral_without_a_name_fails_plainly_and_makes_nothing(sync_world: S
     assert sync_world.sf.query("SELECT Id FROM Account") == []
     assert sync_world.store.links.get_by_referral(referral["id"]) is None
     assert sync_world.store.state.get(referral["id"]) is None
+
+
+def test_microsoft_emptying_a_field_salesforce_requires_keeps_the_pair_syncing(sync_world: SyncWorld) -> None:
+    """CloseDate cannot be empty in Salesforce. When Microsoft clears the referral's closing date, the rest of
+    its edit still arrives, the opportunity keeps its date and Partner Center gets that date back, so the pair
+    agrees; before, every sync of the pair failed with REQUIRED_FIELD_MISSING until a person stepped in."""
+    referral = sync_world.pc.create_incoming({"details": {"closingDateTime": "2027-05-01T00:00:00Z"}})
+    opportunity_id = sync_world.engine.sync_referral(referral["id"]).opportunity_id
+    sync_world.pc.update_as_microsoft(referral["id"], {"details": {"closingDateTime": None, "dealValue": 777,
+                                                                   "notes": "Cleared the date"}})
+
+    report = sync_world.engine.sync_referral(referral["id"])
+
+    assert report.outcome is SyncOutcome.UPDATED, report
+    opportunity = sync_world.opportunity(opportunity_id)
+    assert (opportunity["CloseDate"], opportunity["Amount"], opportunity["Description"]) == \
+           ("2027-05-01", 777, "Cleared the date")
+    assert sync_world.referral(referral["id"])["details"]["closingDateTime"] == "2027-05-01T00:00:00Z"
+    assert sync_world.engine.sync_referral(referral["id"]).outcome is SyncOutcome.NO_CHANGE
+
+
+def test_a_referral_closed_with_its_closing_date_emptied_still_closes_the_opportunity(sync_world: SyncWorld) -> None:
+    """A closed referral takes no writes back, and Salesforce cannot take the empty date: the opportunity
+    closes and keeps its date, and the pair settles (the e2e expiry flow met this when the referral expired
+    before the first merge had given it a date)."""
+    referral = sync_world.pc.create_incoming()
+    opportunity_id = sync_world.engine.sync_referral(referral["id"]).opportunity_id
+    close_date = sync_world.opportunity(opportunity_id)["CloseDate"]
+    sync_world.pc.update_as_microsoft(referral["id"], {"status": "Closed", "substatus": "Expired",
+                                                       "details": {"closingDateTime": None}})
+
+    assert sync_world.engine.sync_referral(referral["id"]).outcome is SyncOutcome.UPDATED
+
+    opportunity = sync_world.opportunity(opportunity_id)
+    assert (opportunity["StageName"], opportunity["CloseDate"]) == ("Closed Lost", close_date)
+    assert sync_world.referral(referral["id"])["details"]["closingDateTime"] is None  # closed: nothing written back
+    assert sync_world.engine.sync_referral(referral["id"]).outcome is SyncOutcome.NO_CHANGE
+    assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
