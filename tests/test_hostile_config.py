@@ -8,7 +8,6 @@ command line, `python -m shared validate-mapping`, as a separate process; the ot
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
