@@ -248,3 +248,17 @@ def test_related_referral_of_an_unknown_engagement_is_skipped(sync_world: SyncWo
     report = sync_world.engine.sync_referral(stranger["id"], related=True)
     assert report.outcome is SyncOutcome.SKIPPED
     assert sync_world.sf.query("SELECT Id FROM Opportunity") == []
+
+
+def test_sharing_an_opportunity_keeps_the_sellers_stage_and_accepts_the_referral(sync_world: SyncWorld) -> None:
+    opportunity_id = seller_opportunity(sync_world.sf, StageName="Proposal/Price Quote")
+
+    sync_world.engine.sync_opportunity(opportunity_id)
+
+    referral = sync_world.referral_for(opportunity_id)
+    assert (referral["status"], referral["substatus"]) == ("Active", "Accepted")
+    assert sync_world.opportunity(opportunity_id)["StageName"] == "Proposal/Price Quote"
+    before = (sync_world.opportunity(opportunity_id)["SystemModstamp"], referral["eTag"])
+    assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    assert (sync_world.opportunity(opportunity_id)["SystemModstamp"],
+            sync_world.referral(referral["id"])["eTag"]) == before

@@ -172,16 +172,19 @@ class ChangePoller:
         """
         started = self.clock()
         result = PollResult()
+        queued: set[str] = set()
         try:
             for source in sources(self.mapping):
-                self._poll(source, result)
+                self._poll(source, result, queued)
         except ConnectorError as exc:
             self._report(error=str(exc), at=started, result=result)
             raise
         self._report(error=None, at=started, result=result)
         return result
 
-    def _poll(self, source: Source, result: PollResult) -> None:
+    def _poll(self, source: Source, result: PollResult, queued: set[str]) -> None:
+        """Hand on what changed in one source; `queued` holds the opportunities this poll already handed on
+        (an opportunity and its solutions row changed together need one sync, not two racing ones)."""
         stored = self.store.cursors.get(source.cursor) or Cursor(name=source.cursor)
         cursor = PollCursor.from_value(stored.value)
         soql = source.soql(window_start(cursor, self.overlap))
@@ -192,7 +195,8 @@ class ChangePoller:
             by_id = {str(record["Id"]): record for record in batch}
             for row in rows:
                 opportunity_id = source.opportunity_of(by_id[row.id])
-                if opportunity_id:
+                if opportunity_id and opportunity_id not in queued:
+                    queued.add(opportunity_id)
                     self.queues.send(OPPORTUNITY_QUEUE, message(opportunity_id, source=source.cursor,
                                                                 modstamp=row.modstamp))
             result.handed_on[source.cursor] += len(rows)

@@ -167,13 +167,18 @@ class SyncEngine:
     # Linked pairs ---------------------------------------------------------------------------------
 
     def _sync_linked(self, referral: Referral, opportunity: dict[str, Any], link: Link | None, *,
-                     headline: str | None = None) -> SyncReport:
-        """Merge and apply, re-reading both sides when someone else wrote in between."""
+                     headline: str | None = None, first_base: dict[str, Any] | None = None) -> SyncReport:
+        """Merge and apply, re-reading both sides when someone else wrote in between.
+
+        Args:
+            first_base: the base to merge against when the pair has none stored yet (None: settle every
+                difference by policy).
+        """
         if link is None:
             link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
         for _ in range(MAX_CONFLICT_ROUNDS):
             try:
-                return self._sync_once(referral, opportunity, link, headline=headline)
+                return self._sync_once(referral, opportunity, link, headline=headline, first_base=first_base)
             except Conflict:
                 referral = self.pc.get_referral(link.referral_id)
                 fresh = self._read_opportunity(link.opportunity_id)
@@ -183,10 +188,10 @@ class SyncEngine:
         raise Conflict(f"referral {link.referral_id} kept changing during the sync; trying again later")
 
     def _sync_once(self, referral: Referral, opportunity: dict[str, Any], link: Link, *,
-                   headline: str | None = None) -> SyncReport:
+                   headline: str | None = None, first_base: dict[str, Any] | None = None) -> SyncReport:
         state = self.store.state.get(link.referral_id)
         api = referral.to_api()
-        plan = plan_pair(self.mapping, state.base if state else None, api, opportunity, now=self.clock(),
+        plan = plan_pair(self.mapping, state.base if state else first_base, api, opportunity, now=self.clock(),
                          headline=headline)
         report = SyncReport(SyncOutcome.NO_CHANGE, BOTH, link.referral_id, link.opportunity_id,
                             changes=plan.changes)
@@ -383,7 +388,13 @@ class SyncEngine:
             intent = self.store.intents.put(intent.model_copy(
                 update={"status": IntentStatus.CREATED, "referral_id": referral.id}))
         link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
-        synced = self._sync_linked(referral, opportunity, link, headline="Shared with Partner Center")
+        # The opportunity is the author of a referral it created: what Partner Center holds right after the
+        # POST is the base, so what it could not take in the POST (the seller's accepted stage) goes out as a
+        # change, while values Partner Center filled in (mapping defaults) come back where the seller left
+        # the field empty.
+        pc_values, sf_values = self.mapping.pc_values(referral.to_api()), self.mapping.sf_values(opportunity)
+        base = {key: None if sf_values.get(key) in (None, "", []) else value for key, value in pc_values.items()}
+        synced = self._sync_linked(referral, opportunity, link, headline="Shared with Partner Center", first_base=base)
         if intent is not None:
             self.store.intents.delete(intent)
         report.changes, report.request_ids = synced.changes, report.request_ids + synced.request_ids
