@@ -138,7 +138,10 @@ def assert_converged(world: SyncWorld, tenant: Tenant) -> dict[str, str]:
         assert opportunities[referral_id] == opportunity_id
     links = {link.referral_id: link.opportunity_id for link in world.store.links.list()}
     assert links == opportunities
-    assert {state.referral_id for state in world.store.state.list()} == set(tenant.referrals)
+    states = {state.referral_id: state for state in world.store.state.list()}
+    assert set(states) == set(tenant.referrals)
+    # Each base was recorded at the referral's current version: the reconcile sees nothing to queue.
+    assert all(state.referral_etag == world.referral(rid)["eTag"] for rid, state in states.items())
 
     accounts = Counter((row["Name"], row["BillingCountry"])
                        for row in sf.query("SELECT Name, BillingCountry FROM Account WHERE Name LIKE 'Customer%'"))
@@ -219,10 +222,11 @@ def test_an_interrupted_run_resumes_without_duplicates(sync_world: SyncWorld) ->
     # Killed again in the resumed run, after that batch's links but before its sync state.
     with pytest.raises(Interrupted):
         backfill(sync_world, Queues(), batch_size=50, checkpoint=stop_at("linked", 1)).run()
+    # A restart lists every referral again, and still finishes the interrupted batch.
     queues = Queues()
-    report = backfill(sync_world, queues, batch_size=50).run()
+    report = backfill(sync_world, queues, batch_size=50).run(restart=True)
 
-    assert report.resumed
+    assert report.resumed and report.counts["already_linked"] == 50 and report.counts["link"] == 50
     assert report.counts["ambiguous"] == report.counts["handed_off"] == 0
     assert_converged(sync_world, tenant)
     assert sync_world.store.cursors.get(CURSOR).value["finished_at"]
@@ -379,3 +383,15 @@ def _messages(connection_string: str, queue: str) -> list[dict[str, Any]]:
             return []
         raise
 
+
+
+def test_the_benchmark_entry_point_measures_a_small_backfill() -> None:
+    from bench.backfill import run
+
+    numbers = run(60, batch_size=25, memory=False)
+
+    assert numbers["records"] == 60 and numbers["report"]["create"] == 60
+    assert numbers["records_created"] == {name: 60 for name in SALESFORCE_OBJECTS}
+    assert numbers["pc_calls"] == 1  # one page of up to 1,000
+    assert 0 < numbers["sf_calls"] <= 3 * 6 + 1 and numbers["table_ops"] > 0  # 3 batches of at most 6 calls
+    assert numbers["peak_memory_mb"] is None and numbers["records_per_second"] > 0

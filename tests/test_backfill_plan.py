@@ -94,7 +94,8 @@ def test_a_batch_creates_one_account_per_customer_and_one_contact_per_e_mail(map
                 {"Id": "001T2", "Name": "twin", "BillingCountry": "Germany"}]
     referrals = [referral("r1", customer="CONTOSO", emails=("Ada@Contoso.example",)),
                  referral("r2", customer="Contoso", country="DE", emails=("new@contoso.example",)),
-                 referral("r3", customer="Contoso", country="DE", emails=("new@contoso.example", "ada@contoso.example")),
+                 referral("r3", customer="Contoso", country="DE",
+                          emails=("new@contoso.example", "ada@contoso.example")),
                  referral("r4", customer="Twin", country="DE"),
                  referral("r5", customer=None, emails=("solo@example.example",))]
 

@@ -325,12 +325,14 @@ class Backfill:
 
         Args:
             dry_run: read and decide only; write nothing anywhere (not even the cursor).
-            restart: ignore the cursor and go through every referral again (what is linked stays as it is).
+            restart: list every referral again, even after a finished run (what is linked stays as it is).
             on_batch: called after each batch with the report so far and the batch's size (progress bar).
         """
         report = BackfillReport(dry_run=dry_run)
         self._cursor = self.store.cursors.get(CURSOR)
-        progress = Progress() if restart or self._cursor is None else Progress.model_validate(self._cursor.value)
+        progress = Progress.model_validate(self._cursor.value) if self._cursor is not None else Progress()
+        if restart:  # from the first referral again, but an interrupted batch is still finished, not relinked
+            progress = Progress(in_flight=progress.in_flight)
         if progress.finished_at:
             report.already_finished = progress.finished_at
             return report
@@ -437,15 +439,17 @@ class Backfill:
         if unlinked:
             own, match_by = mapping.own_fields, mapping.contact_rules.match_by
             head = f"SELECT Id, {own.referral_id} FROM {mapping.opportunity.sobject} WHERE"
-            external = [str(r["externalReferenceId"]) for r in unlinked if is_opportunity_id(r.get("externalReferenceId"))]
+            external = [str(r["externalReferenceId"]) for r in unlinked
+                        if is_opportunity_id(r.get("externalReferenceId"))]
             select = ", ".join(dict.fromkeys(["Id", *mapping.account.sf_fields]))
+            accounts_head = f"SELECT {select} FROM {mapping.account.sobject} WHERE {account_name_field(mapping)}"
             names = [name for name in map(customer_name, unlinked) if name]
             keys = [key for r in unlinked for c in mapping.contacts_for_create(r)
                     if (key := contact_key(mapping, c)) is not None]
             own_rows, named_rows, accounts, found = self._query(
                 in_queries(f"{head} {own.referral_id}", [r["id"] for r in unlinked]),
                 in_queries(f"{head} Id", external),
-                in_queries(f"SELECT {select} FROM {mapping.account.sobject} WHERE {account_name_field(mapping)}", names),
+                in_queries(accounts_head, names),
                 in_queries(f"SELECT Id, {match_by} FROM {mapping.contacts.sobject} WHERE {match_by}", keys))
             by_referral_field = {str(row[own.referral_id]): str(row["Id"]) for row in own_rows}
             ids = {str(row["Id"])[:15]: row for row in named_rows}

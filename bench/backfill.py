@@ -1,0 +1,206 @@
+"""Backfill benchmark: `run(n)` backfills `n` referrals from Microsoft that have no opportunity yet.
+
+Each referral has its own customer (a new account), one customer contact (a new contact and a contact
+role) and one solution (a solutions row): the heaviest creation path, five Salesforce records a referral.
+The simulators run in a child process, so the peak memory measured here (tracemalloc, in this process) is
+the connector's alone: it should stay flat as `n` grows, since referrals are streamed page by page and
+written batch by batch. Azurite is a real one of its own.
+
+Run alone: `python -m bench.backfill 10000` prints the numbers as JSON. `make bench` (owned by the bench
+harness) calls `run(n)` and puts the numbers in its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SALESFORCE_OBJECTS = ("Account", "Contact", "Opportunity", "OpportunityContactRole", "Microsoft_Solution__c")
+
+
+def referral(index: int) -> dict[str, Any]:
+    """One incoming referral with a customer, a contact and a solution of its own."""
+    return {
+        "name": f"Bench deal {index}",
+        "customerProfile": {"name": f"Bench customer {index}",
+                            "team": [{"firstName": "Pat", "lastName": f"Lee {index}",
+                                      "email": f"buyer{index}@bench.example"}]},
+        "details": {"dealValue": 1000 + index, "currency": "USD", "closingDateTime": "2027-06-30T00:00:00Z",
+                    "requirements": {"solutions": [{"id": f"bench-solution-{index % 7}", "name": "Bench solution",
+                                                    "type": "Service"}]}},
+    }
+
+
+def _world(ca_dir: str, n: int) -> None:
+    """The child process (`python -m bench.backfill --world CA_DIR N`): both simulators, `n` referrals in
+    Partner Center; prints the connector's settings as one JSON line, then answers one line per question
+    read from stdin ("api": the org's API usage, "records": record counts) until "stop" or end of input."""
+    from sandbox.ca import SandboxCA
+    from sandbox.partner_center import PartnerCenterSim
+    from sandbox.salesforce import SalesforceSim
+
+    ca = SandboxCA.load_or_create(ca_dir)
+    pc = PartnerCenterSim(ca).start()
+    sf = SalesforceSim(ca, multi_currency=True, currencies=["USD", "EUR"]).start()
+    try:
+        for index in range(n):
+            pc.create_incoming(referral(index))
+        print(json.dumps({**pc.settings_env(), **sf.credentials.settings_env()}), flush=True)
+        for question in sys.stdin:
+            if question.strip() == "api":
+                print(json.dumps(sf.org.api.used), flush=True)
+            elif question.strip() == "records":
+                print(json.dumps({name: sf.org.count(name) for name in SALESFORCE_OBJECTS}), flush=True)
+            else:
+                break
+    finally:
+        pc.stop()
+        sf.stop()
+
+
+class _World:
+    """The simulators' process, seen from the benchmark."""
+
+    def __init__(self, ca_dir: Path, n: int) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.backfill", "--world", str(ca_dir), str(n)],
+                                        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.env: dict[str, str] = self._answer()
+
+    def _answer(self) -> Any:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the simulators' process ended (exit code {self.process.wait()})")
+        return json.loads(line)
+
+    def ask(self, question: str) -> Any:
+        assert self.process.stdin is not None
+        self.process.stdin.write(question + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run(n: int, *, batch_size: int | None = None, memory: bool = True) -> dict[str, Any]:
+    """Backfill `n` new referrals against fresh simulators and a fresh Azurite; return the measurements.
+
+    Args:
+        n: referrals to backfill.
+        batch_size: the backfill's batch size (default: the command's).
+        memory: trace allocations for the peak (tracemalloc slows this process down; False for speed alone).
+
+    Returns:
+        `records`, `seconds`, `records_per_second` (lower with `memory`: tracemalloc slows Python down),
+        `pc_calls` (referrals API requests: list pages and patches), `sf_calls` and `sf_calls_per_record`
+        (the org's API usage, as Salesforce counts it), `table_ops` and `table_ops_per_record` (storage
+        requests, a transaction counting once), `peak_memory_mb` (tracemalloc peak of this process during
+        the run), `records_created` (Salesforce records per object) and the report's counts.
+    """
+    from azure.data.tables import TableServiceClient
+
+    from sandbox.azurite import Azurite
+    from shared.mapping import Mapping
+    from shared.partner_center import PartnerCenterClient
+    from shared.partner_center.transport import TimeoutSession
+    from shared.salesforce import SalesforceClient
+    from shared.settings import load_settings
+    from shared.store import QueueSender, Store
+    from shared.sync.backfill_runner import BATCH_SIZE, Backfill
+
+    counts = {"pc": 0, "table": 0}
+
+    def count_pc(response: Any, *args: Any, **kwargs: Any) -> None:
+        if "/referrals" in response.url:
+            counts["pc"] += 1
+
+    def count_table(response: Any) -> None:
+        counts["table"] += 1
+
+    with tempfile.TemporaryDirectory() as tmp, Azurite() as azurite:
+        world = _World(Path(tmp) / "ca", n)
+        try:
+            with _environment({**world.env, "REQUESTS_CA_BUNDLE": str(Path(tmp) / "ca" / "ca.pem"),
+                               "AzureWebJobsStorage": azurite.connection_string}):
+                settings = load_settings()
+                store = Store(TableServiceClient.from_connection_string(azurite.connection_string,
+                                                                        raw_response_hook=count_table),
+                              prefix="bench")
+                session = TimeoutSession()
+                session.hooks["response"].append(count_pc)
+                salesforce = SalesforceClient.from_settings(settings)
+                backfill = Backfill(store=store, salesforce=salesforce,
+                                    partner_center=PartnerCenterClient.from_settings(settings, store=store,
+                                                                                     session=session),
+                                    mapping=Mapping.load(settings.mapping_path, describe=salesforce.org_schema),
+                                    queues=QueueSender.from_connection_string(azurite.connection_string),
+                                    batch_size=batch_size or BATCH_SIZE)
+                sf_before, table_before = world.ask("api"), counts["table"]
+                if memory:
+                    tracemalloc.start()
+                started = time.perf_counter()
+                report = backfill.run()
+                seconds = time.perf_counter() - started
+                peak = tracemalloc.get_traced_memory()[1] if memory else None
+                tracemalloc.stop()
+                sf_calls = world.ask("api") - sf_before
+                created = world.ask("records")
+        finally:
+            world.stop()
+    table_ops = counts["table"] - table_before
+    return {
+        "records": n, "batch_size": batch_size or BATCH_SIZE, "seconds": round(seconds, 2),
+        "records_per_second": round(n / seconds, 1),
+        "pc_calls": counts["pc"], "sf_calls": sf_calls, "sf_calls_per_record": round(sf_calls / n, 5),
+        "records_per_sf_call": round(n / sf_calls, 1) if sf_calls else None,
+        "table_ops": table_ops, "table_ops_per_record": round(table_ops / n, 4),
+        "peak_memory_mb": round(peak / 2**20, 1) if peak is not None else None, "traced": memory,
+        "records_created": created, "report": dict(report.counts),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.backfill", description="The backfill benchmark.")
+    parser.add_argument("records", type=int, nargs="?", default=10_000, help="referrals to backfill")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--no-memory", action="store_true", help="no tracemalloc (speed alone)")
+    parser.add_argument("--world", metavar="CA_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.world:
+        _world(args.world, args.records)
+        return
+    print(json.dumps(run(args.records, batch_size=args.batch_size, memory=not args.no_memory), indent=2))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
