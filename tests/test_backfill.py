@@ -353,7 +353,8 @@ def test_the_command_dry_run_writes_nothing_then_the_run_does_it(sync_world: Syn
     assert lines["to link to the opportunity they name"] == "10"
     assert lines["to get a new opportunity"] == "40"
     assert lines["opted-in opportunities without a referral: to queue for the normal sync"] == "3"
-    assert out.count("      e.g. ") >= 3 + 3 + 3
+    assert out.count("      e.g. ") >= 3 + 3 + 3 and "(account 001" in out  # a new referral, an account matched
+    assert out.rstrip().endswith(f"It would create {CUSTOMERS - MATCHED - 1} accounts and 30 contacts.")
     assert snapshot(sync_world.sf) == before and sync_world.sf.org.api.used > used  # read, never wrote
     assert {r: sync_world.referral(r)["eTag"] for r in tenant.referrals} == etags
     app = services()
@@ -365,7 +366,7 @@ def test_the_command_dry_run_writes_nothing_then_the_run_does_it(sync_world: Syn
 
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("Backfill finished."), out
-    assert "opportunity created" in out
+    assert "opportunity created" in out and f"Created {CUSTOMERS - MATCHED - 1} accounts and 30 contacts" in out
     queued = _messages(cli_storage, OPPORTUNITY_QUEUE)
     assert sorted(m["opportunity_id"] for m in queued) == sorted(tenant.opted_in)
     links = {link.referral_id for link in services().store.links.list()}

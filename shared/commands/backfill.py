@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shared.sync.backfill_runner import BackfillReport
 
-TOTALS = (("accounts_created", "accounts created"), ("contacts_created", "contacts created"),
-          ("referral_updates", "referrals updated by the first merge"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -78,12 +76,17 @@ def render(report: BackfillReport) -> str:
     if report.already_finished:
         return (f"The backfill already finished ({report.already_finished}). Use --restart to go through every "
                 "referral again.")
-    verb = "would be" if report.dry_run else "were"
     lines = [("Backfill, dry run: nothing was written." if report.dry_run else "Backfill finished.")
              + (" Resumed where the last run stopped." if report.resumed else ""),
              f"{report.listed} referrals listed in {report.batches} batch(es):"]
     for kind, labels in KINDS.items():
         lines.append(f"  {labels[report.dry_run]:<72} {report.counts[kind]:>7}")
         lines += [f"      e.g. {example}" for example in report.examples.get(kind, [])]
-    lines.append(", ".join(f"{report.counts[key]} {label}" for key, label in TOTALS) + f" ({verb}).")
+    counts = report.counts
+    if report.dry_run:
+        lines.append(f"It would create {counts['accounts_created']} accounts and {counts['contacts_created']} "
+                     "contacts.")
+    else:
+        lines.append(f"Created {counts['accounts_created']} accounts and {counts['contacts_created']} contacts; "
+                     f"the first merge updated {counts['referral_updates']} referrals in Partner Center.")
     return "\n".join(lines)

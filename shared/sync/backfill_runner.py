@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import ConnectorError
 from shared.models.records import Cursor, Link, SyncLogEntry, SyncOutcome, SyncState, utcnow
+from shared.salesforce import COLLECTION_SIZE
 from shared.salesforce.results import RecordError, RecordResult, SubRequest, SubResponse
 from shared.store.queues import OPPORTUNITY_QUEUE, REFERRAL_QUEUE
 from shared.sync.backfill import (
@@ -67,8 +68,6 @@ BATCH_SIZE = 2000
 """Referrals decided and written together: a query of 2,000 ids stays under SOQL's length limit."""
 READ_BACK_IDS = 2000
 """Opportunities read back per query (a query page holds at most 2,000 rows)."""
-COLLECTION_SIZE = 200
-"""Records per sObject Collections request (Salesforce's maximum)."""
 HEAVY_PER_CALL = 5
 """Salesforce runs at most 5 Collections or query subrequests in one composite call."""
 SOQL_LIMIT = 90_000
@@ -375,8 +374,12 @@ class Backfill:
         report.batches += 1
         in_flight = progress.in_flight
         decisions, plan = self._decide(batch, in_flight)
+        reasons = {d.referral_id: d.reason for d in decisions}
         for decision in decisions:
-            report.note(decision.action.value, _example(decision))
+            if decision.action is not Action.CREATE:
+                report.note(decision.action.value, _example(decision))
+        for new in plan.opportunities:
+            report.note(Action.CREATE.value, _create_example(new, reasons.get(new.referral["id"])))
         creates = [d for d in decisions if d.action is Action.CREATE]
         done = progress.after(list(batch.referrals.values()))
         writing = [d for d in decisions if d.action in (Action.CREATE, Action.LINK)]
@@ -671,6 +674,18 @@ def _example(decision: Decision) -> str:
     if decision.opportunity_id:
         text += f" -> {decision.opportunity_id}"
     return f"{text} ({decision.reason})" if decision.reason else text
+
+
+def _create_example(new: NewOpportunity, reason: str | None) -> str:
+    if new.account and new.account.startswith(NEW_ACCOUNT):
+        account = "a new account"
+    elif new.account:
+        account = f"account {new.account}"
+    elif new.candidates:
+        account = f"no account: {len(new.candidates)} match, a person chooses"
+    else:
+        account = "no account: the referral names no customer"
+    return f"{new.referral['id']} ({account}{'; ' + reason if reason else ''})"
 
 
 def _reason(result: RecordResult, what: str) -> str:
