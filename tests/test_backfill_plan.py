@@ -11,6 +11,7 @@ import pytest
 from shared.mapping import Mapping
 from shared.settings import APP_ROOT
 from shared.sync.backfill import (
+    MAX_TIES,
     NEW_ACCOUNT,
     Action,
     Decision,
@@ -155,4 +156,7 @@ def test_the_cursor_resumes_after_the_last_batch_without_losing_ties() -> None:
     assert tied.seen == ["b", "c", "d"]
     assert tied.after([referral("e", created="2026-01-03T00:00:00Z")]).seen == ["e"]
     assert Progress().done(referral("x")) is False
+    crowd = [referral(f"t{i}", created="2026-01-04T00:00:00Z") for i in range(MAX_TIES + 1)]
+    forgotten = tied.after(crowd)
+    assert forgotten.seen == [] and not forgotten.done(crowd[0])  # decided again: found linked, nothing written
     assert InFlight(create=["a", "b"], link=["c"]).without(["b", "c"]) == InFlight(create=["a"], link=[])

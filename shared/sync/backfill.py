@@ -31,6 +31,10 @@ from shared.sync.plan import SYNCED
 
 NEW_ACCOUNT = "new:"
 """Prefix of the stand-in for an account the batch creates (never a Salesforce id)."""
+MAX_TIES = 5000
+"""Ids kept for one `createdDateTime` (a bulk import may stamp thousands alike): beyond it the cursor forgets
+them, and a resumed run decides those again, finding them linked (reads only), instead of outgrowing a
+Table entity."""
 
 
 class Action(str, Enum):
@@ -98,8 +102,8 @@ class Progress(BaseModel):
         last = referrals[-1].get("createdDateTime")
         mark = _parse_time(last)
         same = [str(r["id"]) for r in referrals if _parse_time(r.get("createdDateTime")) == mark]
-        seen = (self.seen if mark is not None and mark == self.created_since() else []) + same
-        return self.model_copy(update={"created": last, "seen": list(dict.fromkeys(seen))})
+        seen = list(dict.fromkeys((self.seen if mark is not None and mark == self.created_since() else []) + same))
+        return self.model_copy(update={"created": last, "seen": seen if len(seen) <= MAX_TIES else []})
 
 
 def decide(referrals: Sequence[MappingABC[str, Any]], *, links: MappingABC[str, str],
@@ -325,6 +329,6 @@ def _parse_time(value: Any) -> dt.datetime | None:
         return None
 
 
-__all__ = ["NEW_ACCOUNT", "Action", "CreatePlan", "Decision", "InFlight", "NewAccount", "NewContact",
+__all__ = ["MAX_TIES", "NEW_ACCOUNT", "Action", "CreatePlan", "Decision", "InFlight", "NewAccount", "NewContact",
            "NewOpportunity", "Progress", "account_name_field", "contact_key", "contact_roles", "customer_name",
            "decide", "opportunity_values", "plan_creates"]
