@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="read and print what would be done (counts and examples), write nothing "
                              "(as COSELL_DRY_RUN)")
     parser.add_argument("--restart", action="store_true",
-                        help="ignore the saved progress and go through every referral again (linked ones are "
-                             "left as they are)")
+                        help="list every referral again, even after a finished run (linked ones are left as "
+                             "they are; a batch an interrupted run was writing is still finished)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="N",
                         help="referrals decided and written together (default 2000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except ConnectorError as exc:
         bar.close()
-        print(f"error: {exc}\nthe progress is saved: run the command again to continue where it stopped",
-              file=sys.stderr)
+        hint = "" if dry_run else "\nthe progress is saved: run the command again to continue where it stopped"
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
     bar.close()
     print(render(report))
