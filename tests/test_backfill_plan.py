@@ -19,9 +19,9 @@ from shared.sync.backfill import (
     Progress,
     contact_roles,
     decide,
-    opportunity_values,
     plan_creates,
 )
+from shared.sync.plan import opportunity_values
 
 NOW = dt.datetime(2026, 11, 20, 10, 0, tzinfo=dt.timezone.utc)
 

@@ -26,8 +26,6 @@ from pydantic import BaseModel, Field
 from shared.mapping import Mapping
 from shared.models.apitypes import ApiDateTime
 from shared.sync.accounts import choose_account
-from shared.sync.audit import add_line
-from shared.sync.plan import SYNCED
 
 NEW_ACCOUNT = "new:"
 """Prefix of the stand-in for an account the batch creates (never a Salesforce id)."""
@@ -277,32 +275,6 @@ def plan_creates(mapping: Mapping, referrals: Sequence[MappingABC[str, Any]], *,
     return plan
 
 
-def opportunity_values(mapping: Mapping, referral: MappingABC[str, Any], *, account_id: str | None,
-                       candidates: Sequence[MappingABC[str, Any]], now: dt.datetime) -> dict[str, Any]:
-    """The new Opportunity's fields, exactly as `SyncEngine._create_opportunity` writes them: the mapped
-    values, the chosen account, the Audit line (candidates and Microsoft's invitation included), the sync
-    status and the Referral Identifier (the upsert key)."""
-    values = mapping.opportunity_for_create(referral, today=now.date())
-    notes = []
-    if account_id:
-        values["AccountId"] = account_id
-    elif candidates:
-        names = "; ".join(f"{c['Name']} ({c['Id']})" for c in candidates)
-        notes.append(f"Several accounts match the customer, none was chosen: {names}. Set the account by hand.")
-    invite = (referral.get("inviteContext") or {}).get("notes")
-    if invite:
-        notes.append(f"Microsoft's invitation: {invite}")
-    message = "Created from Partner Center referral"
-    if notes:
-        message += ". " + " ".join(notes)
-    own = mapping.own_fields
-    values[own.audit] = add_line(None, message, ok=not candidates, now=now)
-    if own.sync_status:
-        values[own.sync_status] = SYNCED
-    values[own.referral_id] = referral["id"]
-    return values
-
-
 def contact_roles(mapping: Mapping, opportunity_id: str, keys: Sequence[str], contact_ids: MappingABC[str, str],
                   existing: Iterable[str] = ()) -> list[dict[str, Any]]:
     """The contact roles an opportunity still lacks: one per contact of its customer team.
@@ -331,4 +303,4 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 __all__ = ["MAX_TIES", "NEW_ACCOUNT", "Action", "CreatePlan", "Decision", "InFlight", "NewAccount", "NewContact",
            "NewOpportunity", "Progress", "account_name_field", "contact_key", "contact_roles", "customer_name",
-           "decide", "opportunity_values", "plan_creates"]
+           "decide", "plan_creates"]

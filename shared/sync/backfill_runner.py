@@ -44,11 +44,10 @@ from shared.sync.backfill import (
     contact_roles,
     customer_name,
     decide,
-    opportunity_values,
     plan_creates,
 )
 from shared.sync.engine import PC_TO_SF
-from shared.sync.plan import plan_pair
+from shared.sync.plan import opportunity_values, plan_pair
 
 if TYPE_CHECKING:
     import datetime as dt

@@ -26,7 +26,7 @@ from shared.mapping import MissingPrerequisites
 from shared.models.records import CreateClaim, CreateIntent, IntentStatus, Link, SyncOutcome, SyncState, utcnow
 from shared.sync.accounts import AccountChoice, choose_account
 from shared.sync.audit import add_line
-from shared.sync.plan import ERROR, SYNCED, PairPlan, plan_pair
+from shared.sync.plan import ERROR, SYNCED, PairPlan, creation_note, opportunity_values, plan_pair
 
 if TYPE_CHECKING:
     from shared.mapping import Mapping
@@ -247,24 +247,12 @@ class SyncEngine:
         contacts, contact roles and solutions rows, then link and record the base."""
         api = referral.to_api()
         report = SyncReport(SyncOutcome.CREATED, PC_TO_SF, referral_id=referral.id)
-        values = self.mapping.opportunity_for_create(api, today=self.clock().date())
         choice = self._choose_account(api)
-        notes = []
-        if choice.account_id:
-            values["AccountId"] = choice.account_id
-        elif choice.candidates:
-            names = "; ".join(f"{c['Name']} ({c['Id']})" for c in choice.candidates)
-            notes.append(f"Several accounts match the customer, none was chosen: {names}. Set the account by hand.")
+        if choice.candidates:
             report.changes["account_candidates"] = choice.candidates
-        invite = (api.get("inviteContext") or {}).get("notes")
-        if invite:
-            notes.append(f"Microsoft's invitation: {invite}")
-        message = "Created from Partner Center referral"
-        if notes:
-            message += ". " + " ".join(notes)
-        values[self.mapping.own_fields.audit] = add_line(None, message, ok=not choice.candidates, now=self.clock())
-        if self.mapping.own_fields.sync_status:
-            values[self.mapping.own_fields.sync_status] = SYNCED
+        values = opportunity_values(self.mapping, api, account_id=choice.account_id, candidates=choice.candidates,
+                                    now=self.clock())
+        message = creation_note(api, choice.candidates)
         report.message = message
         if self.dry_run:
             report.message = f"dry run, nothing written: would create an opportunity for referral {referral.id}"
@@ -273,7 +261,6 @@ class SyncEngine:
             account = self._check(self.sf.create(self.mapping.account.sobject,
                                                  [self.mapping.account_for_create(api)]), "create account")
             values["AccountId"] = account[0].id
-        values[self.mapping.own_fields.referral_id] = referral.id
         result = self._check(self.sf.upsert(self.mapping.opportunity.sobject, [values],
                                             external_id=self.mapping.own_fields.referral_id),
                              f"create opportunity for referral {referral.id}")[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping as MappingABC
+from collections.abc import Mapping as MappingABC, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +162,34 @@ def _in_order(mapping: Mapping, keys: set[str], values: dict[str, Any]) -> dict[
     return {f.key: values[f.key] for f in mapping.fields if f.key in keys}
 
 
+def creation_note(referral: MappingABC[str, Any], candidates: Sequence[MappingABC[str, Any]]) -> str:
+    """The Audit line of an opportunity made from a referral: what a seller should know first."""
+    notes = []
+    if candidates:
+        names = "; ".join(f"{c['Name']} ({c['Id']})" for c in candidates)
+        notes.append(f"Several accounts match the customer, none was chosen: {names}. Set the account by hand.")
+    invite = (referral.get("inviteContext") or {}).get("notes")
+    if invite:
+        notes.append(f"Microsoft's invitation: {invite}")
+    return "Created from Partner Center referral" + ("." + " " + " ".join(notes) if notes else "")
+
+
+def opportunity_values(mapping: Mapping, referral: MappingABC[str, Any], *, account_id: str | None,
+                       candidates: Sequence[MappingABC[str, Any]], now: dt.datetime) -> dict[str, Any]:
+    """A new Opportunity's fields from a referral, for the sync and the backfill alike: the mapped values,
+    the chosen account, the Audit line (`creation_note`), the sync status and the Referral Identifier (the
+    upsert key)."""
+    values = mapping.opportunity_for_create(referral, today=now.date())
+    if account_id:
+        values["AccountId"] = account_id
+    own = mapping.own_fields
+    values[own.audit] = add_line(None, creation_note(referral, candidates), ok=not candidates, now=now)
+    if own.sync_status:
+        values[own.sync_status] = SYNCED
+    values[own.referral_id] = referral["id"]
+    return values
+
+
 def _parse_time(value: Any) -> dt.datetime | None:
     if not value:
         return None
@@ -177,4 +205,4 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-__all__ = ["ERROR", "SYNCED", "PairPlan", "audit_message", "plan_pair"]
+__all__ = ["ERROR", "SYNCED", "PairPlan", "audit_message", "creation_note", "opportunity_values", "plan_pair"]
