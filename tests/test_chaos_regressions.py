@@ -7,11 +7,14 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from shared.models.records import SyncOutcome, utcnow
+from shared.sync.engine import SyncEngine
 from tests.fixtures.chaos import Killed
 from tests.fixtures.connector import SyncWorld
 from tests.fixtures.host import ROOT
@@ -110,3 +113,87 @@ def test_a_create_retried_after_its_solutions_rows_were_written_finishes(
     assert [r["Solution_Id__c"] for r in rows] == ["sol-1"]
     assert sync_world.store.links.get_by_referral(referral["id"]).opportunity_id == report.opportunity_id
     assert [s["id"] for s in sync_world.referral(referral["id"])["details"]["requirements"]["solutions"]] == ["sol-1"]
+
+
+@pytest.mark.xfail(strict=True, reason="known race, reported to the lead: a sync's Salesforce write is not "
+                                       "conditional, so a plan made from reads older than another sync's writes "
+                                       "is applied anyway, and its own stale write then reads as a seller's edit")
+def test_a_sync_that_stalls_between_its_reads_and_its_writes_does_not_undo_a_newer_change(
+        sync_world: SyncWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chaos seed 13: one processor read both sides and stalled before writing (a 429's Retry-After, a row
+    lock's back-off); meanwhile another processor synced that change and Microsoft's next one. The stalled
+    sync then wrote its old value to Salesforce (no condition on that write), its state save met the newer
+    state (Conflict), and the re-merge took its own stale write for a seller's edit and sent it to Partner
+    Center: Microsoft's newest closing date was lost on both sides."""
+    referral = sync_world.pc.create_incoming({"details": {"closingDateTime": "2027-03-01T00:00:00Z"}})
+    engine = sync_world.engine
+    engine.sync_referral(referral["id"])
+    opportunity_id = sync_world.store.links.get_by_referral(referral["id"]).opportunity_id
+    sync_world.pc.update_as_microsoft(referral["id"], {"details": {"closingDateTime": "2027-04-01T00:00:00Z"}})
+    stalled = SyncEngine(store=engine.store, partner_center=engine.pc, salesforce=engine.sf, mapping=engine.mapping)
+    reached, go, outcome = threading.Event(), threading.Event(), []
+    write = stalled._write_opportunity
+
+    def stall_then_write(opportunity: str, plan: Any) -> None:
+        reached.set()
+        go.wait(30)
+        write(opportunity, plan)
+
+    monkeypatch.setattr(stalled, "_write_opportunity", stall_then_write)
+    worker = threading.Thread(target=lambda: outcome.append(stalled.sync_referral(referral["id"])))
+    worker.start()
+    assert reached.wait(30)
+    engine.sync_referral(referral["id"])  # another processor syncs the same change meanwhile
+    sync_world.pc.update_as_microsoft(referral["id"], {"details": {"closingDateTime": "2027-05-01T00:00:00Z"}})
+    engine.sync_referral(referral["id"])  # and Microsoft's next change
+    go.set()
+    worker.join(30)
+    engine.sync_opportunity(opportunity_id)  # the echoes of whatever was written
+    engine.sync_referral(referral["id"])
+
+    assert outcome, "the stalled sync failed"
+    assert sync_world.referral(referral["id"])["details"]["closingDateTime"].startswith("2027-05-01")
+    assert sync_world.opportunity(opportunity_id)["CloseDate"] == "2027-05-01"
+
+
+@pytest.mark.xfail(strict=True, reason="known race, reported to the lead: a sync reads the two sides before the "
+                                       "stored base, so the base it saves can be older than what both sides hold")
+def test_a_sync_whose_reads_are_older_than_the_stored_base_does_not_save_an_older_base(
+        sync_world: SyncWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chaos seed 14: one processor read the referral and the opportunity, then (descheduled, or slowed by a
+    retry) read the stored base only after another processor had synced Microsoft's newer deal value. Its
+    reads said "both sides went back to the old value", so it saved the old value as the base, with an
+    If-Match that passed (it read the state after that save). Both sides held the new value, the base the
+    old one: the seller's next edit of that field read as a conflict, and the newest-wins policy threw it
+    away."""
+    referral = sync_world.pc.create_incoming({"details": {"dealValue": 100}})
+    engine = sync_world.engine
+    engine.sync_referral(referral["id"])
+    reached, go, outcome = threading.Event(), threading.Event(), []
+    state = engine.store.state
+
+    class PausedState:
+        """The state table of the slow processor: its read of the base waits for `go`."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(state, name)
+
+        def get(self, key: str) -> Any:
+            reached.set()
+            go.wait(30)
+            return state.get(key)
+
+    store = SimpleNamespace(**{**vars(engine.store), "state": PausedState()})
+    slow = SyncEngine(store=store, partner_center=engine.pc, salesforce=engine.sf, mapping=engine.mapping)
+    worker = threading.Thread(target=lambda: outcome.append(slow.sync_referral(referral["id"])))
+    worker.start()
+    assert reached.wait(30)
+    sync_world.pc.update_as_microsoft(referral["id"], {"details": {"dealValue": 200}})
+    engine.sync_referral(referral["id"])  # another processor syncs Microsoft's change
+    go.set()
+    worker.join(30)
+
+    assert outcome, "the slow sync failed"
+    opportunity_id = sync_world.store.links.get_by_referral(referral["id"]).opportunity_id
+    assert sync_world.opportunity(opportunity_id)["Amount"] == 200
+    assert sync_world.store.state.get(referral["id"]).base["dealValue"] == 200
