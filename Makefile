@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run demo test test-ui bench install clean
+.PHONY: run demo test test-ui bench soak install clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -35,6 +35,15 @@ run: install
 # The seed's scenarios, checked step by step: against the sandbox `make run` keeps running, else one of its own.
 demo: install
 	$(PY) -m sandbox.demo
+
+# Every benchmark, one table (also written to bench/RESULTS.md): latency through the real app on the local
+# host, a steady-state poll, the backfill of 10,000 referrals, import time. About 10 minutes.
+bench: install
+	$(PY) -m bench
+
+# The chaos test, longer: more rounds and operations than in `make test` (CHAOS_SEED=N replays a run).
+soak: install
+	CHAOS_ROUNDS=$${CHAOS_ROUNDS:-6} CHAOS_OPERATIONS=$${CHAOS_OPERATIONS:-120} $(PY) -m pytest tests/test_chaos.py -k converges -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
