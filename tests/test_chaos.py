@@ -142,13 +142,16 @@ class Chaos:
 
     # -- the seller ---------------------------------------------------------------------------------
 
-    def _seller(self, write: Callable[[], Any]) -> Any:
+    def _seller(self, pair: Pair, write: Callable[[], Any]) -> Any:
         """A seller's save: on a locked row (a fault, or a row still committing) wait and save again.
 
         Some saves commit late (`LATE_COMMIT_RATE`): the row keeps its time stamp but shows only seconds
         later, as a save whose triggers and flows run long does, which the poll's look-back must catch. Only
         the seller's saves: an API write Salesforce has answered is committed, so the connector reads its own.
+        The seller's next save of the same deal comes after that commit, as in the browser, where a save
+        returns when it is committed.
         """
+        time.sleep(max(0.0, pair.committing_until - time.monotonic()))
         org = self.world.sf.org
         late = self.rng.uniform(1.0, 4.0) if self.rng.random() < LATE_COMMIT_RATE else None
 
@@ -172,6 +175,7 @@ class Chaos:
                 continue
             if late is not None:
                 self.counts.faults["sf late commit (a seller's save)"] += 1
+                pair.committing_until = time.monotonic() + late
             return result
 
     def seller_create(self) -> None:
@@ -236,12 +240,12 @@ class Chaos:
             rows = sf.query(f"SELECT Id FROM Microsoft_Solution__c WHERE Opportunity__c = '{pair.opportunity_id}' "
                             f"AND Solution_Id__c = '{solution}'")
             for row in rows:
-                self._seller(lambda row=row: sf.delete("Microsoft_Solution__c", row["Id"]))
+                self._seller(pair, lambda row=row: sf.delete("Microsoft_Solution__c", row["Id"]))
             pair.solutions.remove(solution)
             self.counts.operations["seller removes a solution"] += 1
         else:
             solution = f"chaos-solution-{next(self._numbers)}"
-            self._seller(lambda: sf.create("Microsoft_Solution__c", {
+            self._seller(pair, lambda: sf.create("Microsoft_Solution__c", {
                 "Opportunity__c": pair.opportunity_id, "Name": f"Solution {solution}", "Solution_Id__c": solution,
                 "Solution_Type__c": "Service"}))
             pair.solutions.append(solution)
@@ -261,7 +265,7 @@ class Chaos:
     def _seller_update(self, pair: Pair, values: dict[str, Any]) -> None:
         assert pair.opportunity_id
         sf = self.world.sf
-        self._seller(lambda: sf.update("Opportunity", pair.opportunity_id, values))
+        self._seller(pair, lambda: sf.update("Opportunity", pair.opportunity_id, values))
         record = {**values, "Microsoft_Solutions__r": None}
         for key, value in self.mapping.sf_values(record).items():
             sf_field = getattr(self.mapping.field(key), "sf_field", None)
