@@ -94,26 +94,29 @@ class SyncEngine:
             related: the event was about a related referral of a co-sell engagement (Microsoft's side):
                 the partner's referral of the same engagement is the one to sync; none is created for it.
         """
+        link = self.store.links.get_by_referral(referral_id)
+        state = self.store.state.get(referral_id) if link else None  # the base before the sides: see _sync_linked
         referral = self.pc.get_referral(referral_id)
         read_request = self.pc.last_request_id
-        report = self._sync_read_referral(referral, related=related)
+        report = self._sync_read_referral(referral, link, state, related=related)
         if read_request and read_request not in report.request_ids:
             report.request_ids.insert(0, read_request)  # what Microsoft support asks for
         return report
 
-    def _sync_read_referral(self, referral: Referral, *, related: bool) -> SyncReport:
+    def _sync_read_referral(self, referral: Referral, link: Link | None, state: SyncState | None, *,
+                            related: bool) -> SyncReport:
         referral_id = referral.id
-        link = self.store.links.get_by_referral(referral_id)
         if related and link is None:
             link = self.store.links.get_by_engagement(referral.engagement_id) if referral.engagement_id else None
             if link is None:
                 return SyncReport(SyncOutcome.SKIPPED, PC_TO_SF, referral_id=referral_id,
                                   message="a related referral of an engagement that is not synced")
+            state = self.store.state.get(link.referral_id)
             referral = self.pc.get_referral(link.referral_id)
         opportunity_id = link.opportunity_id if link else self._known_opportunity(referral)
         opportunity = self._read_opportunity(opportunity_id) if opportunity_id else None
         if opportunity is not None:
-            return self._sync_linked(referral, opportunity, link)
+            return self._sync_linked(referral, opportunity, link, state)
         if link is not None:
             raise NotFound(f"opportunity {link.opportunity_id}, linked to referral {referral_id}, no longer exists "
                            "in Salesforce: restore it from the recycle bin, then replay")
@@ -121,8 +124,10 @@ class SyncEngine:
             return self._create_opportunity(referral)
         claim = self._claim_create(referral_id)
         try:
-            if self.store.links.get_by_referral(referral_id) is not None:
-                return self._sync_read_referral(referral, related=False)  # the run that held the claim finished
+            link = self.store.links.get_by_referral(referral_id)
+            if link is not None:  # the run that held the claim finished: sync the pair it made
+                state = self.store.state.get(referral_id)
+                return self._sync_read_referral(self.pc.get_referral(referral_id), link, state, related=False)
             return self._create_opportunity(referral)
         finally:
             self.store.create_claims.delete(claim)
@@ -145,13 +150,14 @@ class SyncEngine:
 
     def sync_opportunity(self, opportunity_id: str) -> SyncReport:
         """An opportunity changed (poll, nudge): bring its referral up to date, or create it if opted in."""
+        link = self.store.links.get_by_opportunity(opportunity_id)
+        state = self.store.state.get(link.referral_id) if link else None  # before the sides: see _sync_linked
         opportunity = self._read_opportunity(opportunity_id)
         if opportunity is None:
             return SyncReport(SyncOutcome.SKIPPED, SF_TO_PC, opportunity_id=opportunity_id,
                               message="the opportunity no longer exists in Salesforce")
-        link = self.store.links.get_by_opportunity(opportunity_id)
         if link is not None:
-            return self._sync_linked(self.pc.get_referral(link.referral_id), opportunity, link)
+            return self._sync_linked(self.pc.get_referral(link.referral_id), opportunity, link, state)
         referral_id = opportunity.get(self.mapping.own_fields.referral_id)
         if referral_id:
             # Named by a referral yet not linked: made from that referral by a create that has not finished
@@ -166,11 +172,18 @@ class SyncEngine:
 
     # Linked pairs ---------------------------------------------------------------------------------
 
-    def _sync_linked(self, referral: Referral, opportunity: dict[str, Any], link: Link | None, *,
-                     headline: str | None = None, first_base: dict[str, Any] | None = None) -> SyncReport:
-        """Merge and apply, re-reading both sides when someone else wrote in between.
+    def _sync_linked(self, referral: Referral, opportunity: dict[str, Any], link: Link | None,
+                     state: SyncState | None, *, headline: str | None = None,
+                     first_base: dict[str, Any] | None = None) -> SyncReport:
+        """Merge and apply, re-reading everything when someone else wrote in between.
+
+        The stored state must have been read BEFORE both sides. Why: another processor writes the sides
+        first and its state last; a base newer than a side we hold would make that side's old value look
+        like a fresh edit, and the merge would send it back over the newer one. Read in this order, a base
+        is never newer than the sides, and a state saved meanwhile fails our If-Match (Conflict: re-read).
 
         Args:
+            state: the pair's stored state, read before the referral and the opportunity.
             first_base: the base to merge against when the pair has none stored yet (None: settle every
                 difference by policy).
         """
@@ -178,8 +191,9 @@ class SyncEngine:
             link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
         for _ in range(MAX_CONFLICT_ROUNDS):
             try:
-                return self._sync_once(referral, opportunity, link, headline=headline, first_base=first_base)
+                return self._sync_once(referral, opportunity, link, state, headline=headline, first_base=first_base)
             except Conflict:
+                state = self.store.state.get(link.referral_id)
                 referral = self.pc.get_referral(link.referral_id)
                 fresh = self._read_opportunity(link.opportunity_id)
                 if fresh is None:
@@ -187,9 +201,8 @@ class SyncEngine:
                 opportunity = fresh
         raise Conflict(f"referral {link.referral_id} kept changing during the sync; trying again later")
 
-    def _sync_once(self, referral: Referral, opportunity: dict[str, Any], link: Link, *,
+    def _sync_once(self, referral: Referral, opportunity: dict[str, Any], link: Link, state: SyncState | None, *,
                    headline: str | None = None, first_base: dict[str, Any] | None = None) -> SyncReport:
-        state = self.store.state.get(link.referral_id)
         api = referral.to_api()
         plan = plan_pair(self.mapping, state.base if state else first_base, api, opportunity, now=self.clock(),
                          headline=headline)
@@ -277,11 +290,12 @@ class SyncEngine:
             self._check(self.sf.upsert(self.mapping.solution_rows_mapping.sobject, rows,
                                        external_id=self.mapping.solution_rules.key_field), "add solutions")
         link = self._link(referral.id, opportunity_id, referral.engagement_id)
+        state = self.store.state.get(referral.id)
         opportunity = self._read_opportunity(opportunity_id)
         if opportunity is None:
             raise NotFound(f"opportunity {opportunity_id} vanished right after it was created")
         # The first merge settles what the create could not copy (e.g. a default close date -> Partner Center).
-        report.changes.update(self._sync_linked(referral, opportunity, link).changes)
+        report.changes.update(self._sync_linked(referral, opportunity, link, state).changes)
         return report
 
     def _choose_account(self, referral: MappingABC[str, Any]) -> AccountChoice:
@@ -381,7 +395,8 @@ class SyncEngine:
         # the field empty.
         pc_values, sf_values = self.mapping.pc_values(referral.to_api()), self.mapping.sf_values(opportunity)
         base = {key: None if sf_values.get(key) in (None, "", []) else value for key, value in pc_values.items()}
-        synced = self._sync_linked(referral, opportunity, link, headline="Shared with Partner Center", first_base=base)
+        synced = self._sync_linked(referral, opportunity, link, self.store.state.get(referral.id),
+                                   headline="Shared with Partner Center", first_base=base)
         if intent is not None:
             self.store.intents.delete(intent)
         report.changes, report.request_ids = synced.changes, report.request_ids + synced.request_ids
