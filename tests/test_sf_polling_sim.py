@@ -207,3 +207,26 @@ def test_the_budget_pauses_the_poll_and_it_resumes_when_calls_free_up(
     now[0] += REFRESH_AFTER
     active.poll()
     assert queues.take() == [] and store.status.get(POLL_DOC).data["last_error"] is None
+
+
+def test_quiet_polls_write_nothing_until_the_recorded_time_gets_old(
+        env: SalesforceSim, poller: Callable[..., ChangePoller], queues: RecordingQueues, store: Store) -> None:
+    import datetime as dt
+
+    from shared.salesforce.polling import STATUS_REFRESH
+
+    opportunity(env, "Opted in", Sync_with_Partner_Center__c=True)
+    poller().poll()  # hands one on: recorded
+    poller().poll()  # quiet, but the record still says one was handed on: recorded once more
+    settled = store.status.get(POLL_DOC)
+    cursors = {name: store.cursors.get(name).etag for name in (OPPORTUNITY_CURSOR, SOLUTION_CURSOR)
+               if store.cursors.get(name)}
+
+    for _ in range(3):
+        poller().poll()
+
+    assert store.status.get(POLL_DOC).etag == settled.etag
+    assert {name: store.cursors.get(name).etag for name in cursors} == cursors
+    later = dt.datetime.fromisoformat(settled.data["last_success"]) + STATUS_REFRESH + dt.timedelta(seconds=1)
+    poller(clock=lambda: later).poll()
+    assert store.status.get(POLL_DOC).data["last_success"] == later.isoformat()

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_DOC = "salesforce-poll"
+STATUS_REFRESH = dt.timedelta(minutes=5)
+"""How stale the recorded time of the last quiet poll may get before a quiet poll records it again."""
 """Status document of the last poll (read by /api/health as `last_salesforce_poll`)."""
 OPPORTUNITY_CURSOR = "salesforce-opportunities"
 SOLUTION_CURSOR = "salesforce-solutions"
@@ -206,9 +208,14 @@ class ChangePoller:
                 stored = self.store.cursors.put(stored)
 
     def _report(self, *, error: str | None, at: dt.datetime, result: PollResult) -> None:
+        """Record the poll's outcome for /api/health and the status page, but not on every quiet poll: a
+        poll that found nothing after a recent quiet success writes nothing at all (the steady state of a
+        busy org is thousands of polls a day). The recorded time is then at most STATUS_REFRESH old."""
         try:
             doc = self.store.status.get(POLL_DOC) or StatusDoc(name=POLL_DOC)
             data = dict(doc.data)
+            if error is None and _quiet_repeat(data, at, result):
+                return
             if error is None:
                 data.update(last_success=at.isoformat(), last_error=None, read=result.read,
                             handed_on=result.handed_on)
@@ -218,6 +225,14 @@ class ChangePoller:
             self.store.status.put(doc)
         except Conflict:
             log.info("poll status not recorded: another poll recorded its own at the same time")
+
+
+def _quiet_repeat(data: Mapping[str, Any], at: dt.datetime, result: PollResult) -> bool:
+    """Whether this successful poll found nothing and tells nothing the stored status does not already say."""
+    last = data.get("last_success")
+    if result.total or data.get("last_error") or not last or any(data.get("handed_on", {}).values()):
+        return False
+    return at - dt.datetime.fromisoformat(last) < STATUS_REFRESH
 
 
 def _batches(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
