@@ -116,9 +116,6 @@ def test_a_create_retried_after_its_solutions_rows_were_written_finishes(
     assert [s["id"] for s in sync_world.referral(referral["id"])["details"]["requirements"]["solutions"]] == ["sol-1"]
 
 
-@pytest.mark.xfail(strict=True, reason="known race, reported to the lead: a sync's Salesforce write is not "
-                                       "conditional, so a plan made from reads older than another sync's writes "
-                                       "is applied anyway, and its own stale write then reads as a seller's edit")
 def test_a_sync_that_stalls_between_its_reads_and_its_writes_does_not_undo_a_newer_change(
         sync_world: SyncWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chaos seed 13: one processor read both sides and stalled before writing (a 429's Retry-After, a row
@@ -135,10 +132,10 @@ def test_a_sync_that_stalls_between_its_reads_and_its_writes_does_not_undo_a_new
     reached, go, outcome = threading.Event(), threading.Event(), []
     write = stalled._write_opportunity
 
-    def stall_then_write(opportunity: str, plan: Any) -> None:
+    def stall_then_write(opportunity: str, plan: Any, state: Any) -> None:
         reached.set()
         go.wait(30)
-        write(opportunity, plan)
+        write(opportunity, plan, state)
 
     monkeypatch.setattr(stalled, "_write_opportunity", stall_then_write)
     worker = threading.Thread(target=lambda: outcome.append(stalled.sync_referral(referral["id"])))
@@ -157,8 +154,6 @@ def test_a_sync_that_stalls_between_its_reads_and_its_writes_does_not_undo_a_new
     assert sync_world.opportunity(opportunity_id)["CloseDate"] == "2027-05-01"
 
 
-@pytest.mark.xfail(strict=True, reason="known race, reported to the lead: a sync reads the two sides before the "
-                                       "stored base, so the base it saves can be older than what both sides hold")
 def test_a_sync_whose_reads_are_older_than_the_stored_base_does_not_save_an_older_base(
         sync_world: SyncWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chaos seed 14: one processor read the referral and the opportunity, then (descheduled, or slowed by a
@@ -200,9 +195,6 @@ def test_a_sync_whose_reads_are_older_than_the_stored_base_does_not_save_an_olde
     assert sync_world.store.state.get(referral["id"]).base["dealValue"] == 200
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, reported to the lead: a sync that dies between its Partner "
-                                       "Center PATCH and its state save leaves the old base, so its own write "
-                                       "later reads as Microsoft's change")
 def test_a_sync_that_dies_after_its_patch_does_not_cost_the_sellers_next_move(
         sync_world: SyncWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chaos seed 16: the seller accepted; the sync that sent the accept died after the PATCH, before saving

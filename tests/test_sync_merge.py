@@ -162,3 +162,19 @@ def test_audit_stays_within_the_field() -> None:
     assert text is not None and len(text) <= MAX_CHARS
     assert text.splitlines()[0].startswith("2026-11-20 10:00 UTC ✔ update 49")
     assert len(text.splitlines()) <= MAX_LINES
+
+
+# Writes announced before they are made (shared/sync/plan.py effective_base)
+from shared.sync.plan import effective_base  # noqa: E402
+
+
+def test_an_announced_write_that_landed_counts_as_base_one_that_did_not_does_not() -> None:
+    base = {"stage": "open", "dealValue": 100}
+    pending = {"partner_center": {"stage": "accepted"}, "salesforce": {"dealValue": 200}}
+
+    # The sync died after its Partner Center PATCH, before its Salesforce write.
+    effective = effective_base(base, pending, {"stage": "accepted", "dealValue": 200}, {"stage": "won",
+                                                                                         "dealValue": 100})
+
+    assert effective == {"stage": "accepted", "dealValue": 100}
+    assert effective_base(base, {}, {}, {}) is base

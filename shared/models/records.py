@@ -50,6 +50,10 @@ class SyncState(Record):
     synced_at: dt.datetime | None = None
     attempts: int = 0
     last_error: str | None = None
+    pending: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Writes a sync announced before making them: side ("partner_center" / "salesforce") -> key -> value.
+    Empty once the sync saved its base; a sync that died midway leaves them, and the next one counts each
+    write that landed as part of the base (see shared/sync/plan.py `effective_base`)."""
 
 
 class Cursor(Record):

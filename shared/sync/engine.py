@@ -26,7 +26,7 @@ from shared.mapping import MissingPrerequisites
 from shared.models.records import CreateClaim, CreateIntent, IntentStatus, Link, SyncOutcome, SyncState, utcnow
 from shared.sync.accounts import AccountChoice, choose_account
 from shared.sync.audit import add_line
-from shared.sync.plan import ERROR, SYNCED, PairPlan, creation_note, opportunity_values, plan_pair
+from shared.sync.plan import ERROR, SYNCED, PairPlan, creation_note, opportunity_values, pending_writes, plan_pair
 
 if TYPE_CHECKING:
     from shared.mapping import Mapping
@@ -205,7 +205,7 @@ class SyncEngine:
                    headline: str | None = None, first_base: dict[str, Any] | None = None) -> SyncReport:
         api = referral.to_api()
         plan = plan_pair(self.mapping, state.base if state else first_base, api, opportunity, now=self.clock(),
-                         headline=headline)
+                         headline=headline, pending=state.pending if state else None)
         report = SyncReport(SyncOutcome.NO_CHANGE, BOTH, link.referral_id, link.opportunity_id,
                             changes=plan.changes)
         if plan.on_hold:
@@ -224,18 +224,32 @@ class SyncEngine:
         if self.dry_run:
             report.message = ("dry run, nothing written: " + report.message).rstrip(": ")
             return report
-        if not plan.writes and state is not None and state.base == plan.merged:
+        if not plan.writes and state is not None and state.base == plan.merged and not state.pending:
+            if report.outcome is SyncOutcome.UPDATED:
+                report.outcome = SyncOutcome.NO_CHANGE  # a refusal the Audit already shows: nothing new
             return report  # nothing changed anywhere: not a single write
+        if plan.writes:
+            # Announce the writes first (If-Match): a racing sync learns of them, and one that dies midway
+            # leaves them for the next sync to recognise as its own (plan.effective_base).
+            state = self._save_state(state, link, state.base if state else (first_base or {}), referral.e_tag,
+                                     pending=pending_writes(plan))
         etag = referral.e_tag
         for patch in plan.patches:
             updated = self.pc.update_referral(link.referral_id, [_op(op) for op in patch], etag=etag)
             etag = updated.e_tag
             self._note_request(report, self.pc.last_request_id)
-        self._write_opportunity(link.opportunity_id, plan)
+        self._write_opportunity(link.opportunity_id, plan, state)
         self._save_state(state, link, plan.merged, etag)
         return report
 
-    def _write_opportunity(self, opportunity_id: str, plan: PairPlan) -> None:
+    def _write_opportunity(self, opportunity_id: str, plan: PairPlan, state: SyncState) -> None:
+        """Write the plan's Salesforce side. A Salesforce update takes no If-Match, so the pair's state stands
+        in for it: when another sync saved the state since ours announced its writes, ours was planned from
+        reads that may be older than that sync's writes, and writing it would undo them (Conflict: re-read)."""
+        if plan.writes:
+            current = self.store.state.get(state.referral_id)
+            if current is None or current.etag != state.etag:
+                raise Conflict(f"opportunity {opportunity_id} was synced by another run meanwhile")
         if plan.sf_update:
             self._check(self.sf.update(self.mapping.opportunity.sobject, [{"Id": opportunity_id, **plan.sf_update}]),
                         f"update opportunity {opportunity_id}")
@@ -245,13 +259,14 @@ class SyncEngine:
         if plan.solutions_delete:
             self._check(self.sf.delete(plan.solutions_delete), f"remove solutions from {opportunity_id}")
 
-    def _save_state(self, state: SyncState | None, link: Link, base: dict[str, Any], etag: str | None) -> None:
+    def _save_state(self, state: SyncState | None, link: Link, base: dict[str, Any], etag: str | None, *,
+                    pending: dict[str, dict[str, Any]] | None = None) -> SyncState:
         record = (state.model_copy(update={"base": base}) if state else
                   SyncState(referral_id=link.referral_id, opportunity_id=link.opportunity_id, base=base))
         record.etag = state.etag if state else None
         record.referral_etag, record.synced_at = etag, self.clock()
-        record.attempts, record.last_error = 0, None
-        self.store.state.put(record)  # Conflict: another processor synced meanwhile; the caller re-reads
+        record.attempts, record.last_error, record.pending = 0, None, pending or {}
+        return self.store.state.put(record)  # Conflict: another processor synced meanwhile; the caller re-reads
 
     # Partner Center -> Salesforce create -------------------------------------------------------------
 

@@ -79,8 +79,35 @@ def audit_message(plan: PairPlan) -> tuple[str, bool] | None:
     return text[0].upper() + text[1:], True
 
 
+def effective_base(base: dict[str, Any] | None, pending: MappingABC[str, MappingABC[str, Any]],
+                   pc_values: MappingABC[str, Any], sf_values: MappingABC[str, Any]) -> dict[str, Any] | None:
+    """The base, with the announced writes of a sync that died midway counted in where they landed.
+
+    Why: a sync writes Partner Center, then Salesforce, then its base. Dying in between left the old base, and
+    the connector's own landed write then read as the other side's edit, to be settled against the seller's
+    next move by policy. A write found on its side with exactly the announced value did land: it is base.
+    """
+    if not pending:
+        return base
+    effective = dict(base or {})
+    for side, values in (("partner_center", pc_values), ("salesforce", sf_values)):
+        for key, value in (pending.get(side) or {}).items():
+            if values.get(key) == value:
+                effective[key] = value
+    return effective
+
+
+def pending_writes(plan: PairPlan) -> dict[str, dict[str, Any]]:
+    """The writes a plan makes, by side, as announced in the state before they are made."""
+    pending: dict[str, dict[str, Any]] = {}
+    for key, (_, value, side) in plan.changes.items():
+        pending.setdefault(side, {})[key] = value
+    return pending
+
+
 def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingABC[str, Any],
-              opportunity: MappingABC[str, Any], *, now: dt.datetime, headline: str | None = None) -> PairPlan:
+              opportunity: MappingABC[str, Any], *, now: dt.datetime, headline: str | None = None,
+              pending: MappingABC[str, MappingABC[str, Any]] | None = None) -> PairPlan:
     """Merge a linked referral and opportunity against the base and plan the writes.
 
     A change Partner Center cannot take (a closed referral, a stage move its state machine forbids) is not
@@ -94,6 +121,7 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
         opportunity: the opportunity as read with `mapping.opportunity_query`.
         now: for the Audit time stamp.
         headline: what happened before this merge (e.g. "Shared with Partner Center"), leading the Audit line.
+        pending: the writes an earlier sync announced and may have died making (`effective_base`).
     """
     plan = PairPlan()
     if mapping.is_on_hold(opportunity.get(mapping.stage.sf_field)):
@@ -101,6 +129,7 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
         plan.merged = dict(base or {})
         return plan
     pc_values, sf_values = mapping.pc_values(referral), mapping.sf_values(opportunity)
+    base = effective_base(base, pending or {}, pc_values, sf_values)
     result = merge(list(mapping.fields), base, pc_values, sf_values,
                    pc_modified=_parse_time(referral.get("updatedDateTime")),
                    sf_modified=_parse_time(opportunity.get("LastModifiedDate")))
@@ -205,4 +234,5 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-__all__ = ["ERROR", "SYNCED", "PairPlan", "audit_message", "creation_note", "opportunity_values", "plan_pair"]
+__all__ = ["ERROR", "SYNCED", "PairPlan", "audit_message", "creation_note", "effective_base", "opportunity_values",
+           "pending_writes", "plan_pair"]
