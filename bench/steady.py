@@ -6,16 +6,19 @@ off, against the app's storage and the simulators, after every pair has synced a
 - Salesforce writes: records whose SystemModstamp moved, or that appeared or went, in the whole org;
   Salesforce calls: the org's API usage.
 - Partner Center writes: referrals whose eTag moved.
-- Table Storage: every request of this process's table client, by kind (a hook on the SDK's pipeline).
+- Table Storage: every request of this process's table client, by kind (a hook on the SDK's pipeline);
+  writes by table and row.
 - Queue messages sent (opportunities handed on to the sync).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from bench.world import BenchWorld
 
@@ -52,7 +55,8 @@ def _org_stamps(world: BenchWorld) -> dict[str, Any]:
 
 
 def measure(world: BenchWorld, polls: int) -> SteadyPoll:
-    """Run one poll to take in what the pairs' syncs wrote, wait for quiet, then count `polls` polls."""
+    """Take in what the pairs' syncs wrote (a poll, then quiet), reach the steady state (one quiet poll,
+    which records that the poll is quiet), then count `polls` polls."""
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
@@ -69,7 +73,9 @@ def measure(world: BenchWorld, polls: int) -> SteadyPoll:
         request = response.http_request
         requests[request.method] += 1
         if request.method in TABLE_WRITES:
-            writes_by_table[request.url.split("?")[0].rsplit("/", 1)[-1].split("(")[0]] += 1
+            path = unquote(request.url.split("?")[0].rsplit("/", 1)[-1])
+            row = re.search(r"RowKey='([^']*)'", path)
+            writes_by_table[path.split("(")[0] + (f"/{row.group(1)}" if row else "")] += 1
 
     def on_queue(response: Any) -> None:
         if response.http_request.method == "POST":
@@ -83,6 +89,7 @@ def measure(world: BenchWorld, polls: int) -> SteadyPoll:
         queues=QueueSender(QueueServiceClient.from_connection_string(connection, raw_response_hook=on_queue)))
     poll_changes(services)  # the first poll of this cursor hands on every opportunity once
     world.wait_quiet(quiet_for=2.0)
+    poll_changes(services)  # the first quiet poll records that the poll is quiet: from here on, steady state
     requests.clear()
     writes_by_table.clear()
     sent.clear()
