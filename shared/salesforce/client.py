@@ -141,7 +141,7 @@ class SalesforceClient:
         page = self._call(lambda sf: sf.query(soql, include_deleted=include_deleted), what="query")
         while True:
             for record in page.get("records", []):
-                yield _plain(record)
+                yield without_attributes(record)
             next_url = page.get("nextRecordsUrl")
             if page.get("done", True) or not next_url:
                 return
@@ -152,7 +152,7 @@ class SalesforceClient:
         params = {"fields": ",".join(fields)} if fields else None
         record = self._call(lambda sf: sf.restful(f"sobjects/{sobject}/{record_id}", params=params),
                             what=f"get {sobject}")
-        return _plain(record or {})
+        return without_attributes(record or {})
 
     def describe(self, sobject: str) -> SObjectDescribe:
         """An object's describe, read once per process (the org's schema changes only with a deployment)."""
@@ -273,12 +273,12 @@ class SalesforceClient:
         return item
 
 
-def _plain(record: Any) -> Any:
-    """A record without Salesforce's `attributes`, subquery results included."""
+def without_attributes(record: Any) -> Any:
+    """A record without Salesforce's `attributes`, subquery results included (query rows, composite answers)."""
     if isinstance(record, dict):
-        return {k: _plain(v) for k, v in record.items() if k != "attributes"}
+        return {k: without_attributes(v) for k, v in record.items() if k != "attributes"}
     if isinstance(record, list):
-        return [_plain(v) for v in record]
+        return [without_attributes(v) for v in record]
     return record
 
 
@@ -302,4 +302,4 @@ def _resolve(value: Any, outputs: Mapping[str, Any]) -> Any:
     return _REFERENCE.sub(fill, value)
 
 
-__all__ = ["COLLECTION_SIZE", "COMPOSITE_SIZE", "REFERRAL_ID_FIELD", "SalesforceClient"]
+__all__ = ["COLLECTION_SIZE", "COMPOSITE_SIZE", "REFERRAL_ID_FIELD", "SalesforceClient", "without_attributes"]

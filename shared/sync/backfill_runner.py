@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.errors import ConnectorError
 from shared.models.records import Cursor, Link, SyncLogEntry, SyncOutcome, SyncState, utcnow
 from shared.salesforce import COLLECTION_SIZE
+from shared.salesforce.client import without_attributes
 from shared.salesforce.results import RecordError, RecordResult, SubRequest, SubResponse
 from shared.store.queues import OPPORTUNITY_QUEUE, REFERRAL_QUEUE
 from shared.sync.backfill import (
@@ -138,7 +139,7 @@ class Bulk:
                 if error is not None:
                     raise error
                 body = answer.body or {}
-                results[index] += [_plain(row) for row in body.get("records", [])]
+                results[index] += [without_attributes(row) for row in body.get("records", [])]
                 if not body.get("done", True) and body.get("nextRecordsUrl"):
                     follow.append((index, SubRequest(method="GET", path=_relative(body["nextRecordsUrl"]),
                                                      reference_id=f"bfq{index}")))
@@ -216,15 +217,6 @@ def in_queries(head: str, values: Iterable[str], tail: str = "") -> list[str]:
     if current:
         queries.append(f"{head} IN ({', '.join(current)}){tail}")
     return queries
-
-
-def _plain(record: Any) -> Any:
-    """A query row without Salesforce's `attributes`, subquery rows included."""
-    if isinstance(record, dict):
-        return {k: _plain(v) for k, v in record.items() if k != "attributes"}
-    if isinstance(record, list):
-        return [_plain(v) for v in record]
-    return record
 
 
 def _relative(url: str) -> str:
