@@ -151,7 +151,7 @@ class Chaos:
         The seller's next save of the same deal comes after that commit, as in the browser, where a save
         returns when it is committed.
         """
-        time.sleep(max(0.0, pair.committing_until - time.monotonic()))
+        self._committed(pair)
         org = self.world.sf.org
         late = self.rng.uniform(1.0, 4.0) if self.rng.random() < LATE_COMMIT_RATE else None
 
@@ -177,6 +177,11 @@ class Chaos:
                 self.counts.faults["sf late commit (a seller's save)"] += 1
                 pair.committing_until = time.monotonic() + late
             return result
+
+    @staticmethod
+    def _committed(pair: Pair) -> None:
+        """Wait until the seller's last save of this deal is visible (the seller sees what they saved)."""
+        time.sleep(max(0.0, pair.committing_until - time.monotonic()))
 
     def seller_create(self) -> None:
         number = next(self._numbers)
@@ -237,8 +242,10 @@ class Chaos:
         assert pair.opportunity_id
         if pair.solutions and self.rng.random() < 0.4:
             solution = self.rng.choice(pair.solutions)
+            self._committed(pair)
             rows = sf.query(f"SELECT Id FROM Microsoft_Solution__c WHERE Opportunity__c = '{pair.opportunity_id}' "
                             f"AND Solution_Id__c = '{solution}'")
+            assert rows, f"the seller's solution {solution} is not on {pair.opportunity_id}"
             for row in rows:
                 self._seller(pair, lambda row=row: sf.delete("Microsoft_Solution__c", row["Id"]))
             pair.solutions.remove(solution)
@@ -506,7 +513,7 @@ class Chaos:
             self.counts.pairs_checked += 1
             self.counts.fields_checked += len(pc)
             pair.snapshot = {key: {PC: pc[key], SF: sf[key]} for key in pc}
-            pair.asked, pair.created = {}, {}
+            pair.asked, pair.history, pair.created = {}, {}, {}
             pair.closed_at_start = referral["status"] == "Closed"
             pair.closed, pair.closed_by_microsoft = pair.closed_at_start, False
             pair.phase, pair.solutions = sf["stage"], list(sf["solutions"])
@@ -573,7 +580,8 @@ def check_pair(mapping: Mapping, pair: Pair, pc: dict[str, Any], sf: dict[str, A
     - Fields that flow to Partner Center only: Salesforce keeps the seller's value, never overwritten;
       Partner Center has it, unless Microsoft changed that field itself (then the engine leaves Microsoft's
       value alone: merge.py's one-way rule), or the referral is closed (then it keeps what it had, and
-      Salesforce may be put back to it where the engine can write the field: the solutions rows).
+      Salesforce may be put back to it where the engine can write the field: the solutions rows). When
+      Microsoft closed it in this round, any value the seller gave the field before may have gone through.
     - Fields that flow to Salesforce only: Salesforce has Partner Center's value, or the seller's own
       (left alone, as above).
     """
@@ -609,8 +617,8 @@ def check_pair(mapping: Mapping, pair: Pair, pc: dict[str, Any], sf: dict[str, A
                 problems.append(f"{where}: the seller's {seller!r} was overwritten")
             if pair.closed_at_start:
                 allowed = [before_pc]
-            elif pair.closed_by_microsoft:
-                allowed = [before_pc, *asked.values()]
+            elif pair.closed_by_microsoft:  # any of the seller's values may have gone through before it
+                allowed = [before_pc, *pair.history.get(key, []), *asked.values()]
             elif asked:
                 allowed = list(asked.values())
             else:
