@@ -230,9 +230,6 @@ def test_a_sync_that_dies_after_its_patch_does_not_cost_the_sellers_next_move(
         "Closed", "Won")
 
 
-@pytest.mark.xfail(strict=True, reason="known race, reported to the lead: the state check before a Salesforce "
-                                       "update cannot see a stall inside the update (the client's row-lock "
-                                       "back-off, a slow answer), so a superseded value can still land")
 def test_a_salesforce_update_that_stalls_inside_the_call_does_not_undo_a_newer_change(
         sync_world: SyncWorld) -> None:
     """Chaos seed 21, after the announce-then-check fix: the stalled sync passed the state check, then its

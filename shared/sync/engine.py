@@ -189,10 +189,16 @@ class SyncEngine:
         """
         if link is None:
             link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
+        written: dict[str, dict[str, Any]] = {}
         for _ in range(MAX_CONFLICT_ROUNDS):
             try:
-                return self._sync_once(referral, opportunity, link, state, headline=headline, first_base=first_base)
-            except Conflict:
+                return self._sync_once(referral, opportunity, link, state, headline=headline, first_base=first_base,
+                                       written=written)
+            except Conflict as exc:
+                # Writes this sync made before it lost the race may have landed after newer ones (a Salesforce
+                # update stalled inside the call): the re-merge counts them as its own, not as edits.
+                for side, values in getattr(exc, "written", {}).items():
+                    written.setdefault(side, {}).update(values)
                 state = self.store.state.get(link.referral_id)
                 referral = self.pc.get_referral(link.referral_id)
                 fresh = self._read_opportunity(link.opportunity_id)
@@ -202,10 +208,13 @@ class SyncEngine:
         raise Conflict(f"referral {link.referral_id} kept changing during the sync; trying again later")
 
     def _sync_once(self, referral: Referral, opportunity: dict[str, Any], link: Link, state: SyncState | None, *,
-                   headline: str | None = None, first_base: dict[str, Any] | None = None) -> SyncReport:
+                   headline: str | None = None, first_base: dict[str, Any] | None = None,
+                   written: dict[str, dict[str, Any]] | None = None) -> SyncReport:
         api = referral.to_api()
+        pending = {side: {**(state.pending.get(side, {}) if state else {}), **(written or {}).get(side, {})}
+                   for side in ("partner_center", "salesforce")}
         plan = plan_pair(self.mapping, state.base if state else first_base, api, opportunity, now=self.clock(),
-                         headline=headline, pending=state.pending if state else None)
+                         headline=headline, pending=pending)
         report = SyncReport(SyncOutcome.NO_CHANGE, BOTH, link.referral_id, link.opportunity_id,
                             changes=plan.changes)
         if plan.on_hold:
@@ -239,7 +248,11 @@ class SyncEngine:
             etag = updated.e_tag
             self._note_request(report, self.pc.last_request_id)
         self._write_opportunity(link.opportunity_id, plan, state)
-        self._save_state(state, link, plan.merged, etag)
+        try:
+            self._save_state(state, link, plan.merged, etag)
+        except Conflict as exc:
+            exc.written = pending_writes(plan)  # type: ignore[attr-defined] - read by _sync_linked
+            raise
         return report
 
     def _write_opportunity(self, opportunity_id: str, plan: PairPlan, state: SyncState) -> None:

@@ -87,7 +87,7 @@ def effective_base(base: dict[str, Any] | None, pending: MappingABC[str, Mapping
     the connector's own landed write then read as the other side's edit, to be settled against the seller's
     next move by policy. A write found on its side with exactly the announced value did land: it is base.
     """
-    if not pending:
+    if not any(pending.values()):
         return base
     effective = dict(base or {})
     for side, values in (("partner_center", pc_values), ("salesforce", sf_values)):
