@@ -255,11 +255,11 @@ class SyncEngine:
             raise
         return report
 
-    def _write_opportunity(self, opportunity_id: str, plan: PairPlan, state: SyncState) -> None:
+    def _write_opportunity(self, opportunity_id: str, plan: PairPlan, state: SyncState | None) -> None:
         """Write the plan's Salesforce side. A Salesforce update takes no If-Match, so the pair's state stands
         in for it: when another sync saved the state since ours announced its writes, ours was planned from
         reads that may be older than that sync's writes, and writing it would undo them (Conflict: re-read)."""
-        if plan.writes:
+        if plan.writes and state is not None:  # with writes, the announcement made a state
             current = self.store.state.get(state.referral_id)
             if current is None or current.etag != state.etag:
                 raise Conflict(f"opportunity {opportunity_id} was synced by another run meanwhile")
