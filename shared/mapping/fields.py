@@ -34,8 +34,22 @@ class Policy(str, Enum):
     NEWEST = "newest"
 
 
+class Directed:
+    """What a merge field's `direction` means, shared by every kind of merge field."""
+
+    direction: Direction
+
+    @property
+    def to_salesforce(self) -> bool:
+        return self.direction in (Direction.TO_SALESFORCE, Direction.BOTH)
+
+    @property
+    def to_partner_center(self) -> bool:
+        return self.direction in (Direction.TO_PARTNER_CENTER, Direction.BOTH)
+
+
 @dataclass(frozen=True)
-class FieldMap:
+class FieldMap(Directed):
     """One mapped field.
 
     Attributes:
@@ -56,14 +70,6 @@ class FieldMap:
     policy: Policy
     transform: Transform
     on_create: Direction | None = None
-
-    @property
-    def to_salesforce(self) -> bool:
-        return self.direction in (Direction.TO_SALESFORCE, Direction.BOTH)
-
-    @property
-    def to_partner_center(self) -> bool:
-        return self.direction in (Direction.TO_PARTNER_CENTER, Direction.BOTH)
 
     def copied_on_create(self, to_salesforce: bool) -> bool:
         """Whether a create towards Salesforce (or towards Partner Center) copies this field."""
@@ -88,7 +94,7 @@ class FieldMap:
 
 
 @dataclass(frozen=True)
-class StageField:
+class StageField(Directed):
     """The stage as a merge field: canonical values are phases (`open`, `accepted`, `won`, `lost`).
 
     Unlike other fields, writing to Partner Center depends on where the referral is, so `to_pc` takes
@@ -101,14 +107,6 @@ class StageField:
     policy: Policy
     stages: StageTable
     pc_path: str = "status"
-
-    @property
-    def to_salesforce(self) -> bool:
-        return self.direction in (Direction.TO_SALESFORCE, Direction.BOTH)
-
-    @property
-    def to_partner_center(self) -> bool:
-        return self.direction in (Direction.TO_PARTNER_CENTER, Direction.BOTH)
 
     def pc_value(self, referral: Mapping[str, Any]) -> str | None:
         phase = self.stages.phase_of_referral(referral.get("status"), referral.get("substatus"))
@@ -130,7 +128,7 @@ class StageField:
 
 
 @dataclass(frozen=True)
-class SolutionsField:
+class SolutionsField(Directed):
     """The opportunity's Microsoft solutions as one merge field: canonical is the sorted list of solution ids.
 
     Why ids only: Partner Center fills a solution's name and type from its own catalogue, so comparing
@@ -155,14 +153,6 @@ class SolutionsField:
     @property
     def sf_field(self) -> str:
         return self.relationship
-
-    @property
-    def to_salesforce(self) -> bool:
-        return self.direction in (Direction.TO_SALESFORCE, Direction.BOTH)
-
-    @property
-    def to_partner_center(self) -> bool:
-        return self.direction in (Direction.TO_PARTNER_CENTER, Direction.BOTH)
 
     def rows(self, opportunity: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The solution rows in an opportunity record read with the subquery (Salesforce sends null for none)."""
