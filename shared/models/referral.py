@@ -108,7 +108,8 @@ class ApiModel(BaseModel):
 
 
 class ContactPreference(ApiModel):
-    """How a person wants to be reached; two shapes appear in the reference, both kept."""
+    """How a person wants to be reached: `{locale, disableNotifications}` in the reference's schema; the
+    older `{phoneEnabled, emailEnabled}` of some examples is read too."""
 
     phone_enabled: bool | None = None
     email_enabled: bool | None = None
@@ -117,7 +118,7 @@ class ContactPreference(ApiModel):
 
 
 class Member(ApiModel):
-    """A person: a customer contact, a partner seller, or the Microsoft seller who invited."""
+    """A person: a customer contact or a partner seller."""
 
     first_name: str | None = None
     last_name: str | None = None
@@ -178,10 +179,23 @@ class Solution(ApiModel):
     type: str | None = None
 
 
+class RequirementItem(ApiModel):
+    """One industry, product or service the customer needs: `{"id": "Education"}` in Microsoft's documents."""
+
+    id: str | None = None
+
+
+OpenRequirement = Annotated[RequirementItem | str, _LEFT_TO_RIGHT]
+"""An object as documented; a bare string (the shape the connector once assumed) is kept verbatim too."""
+
+
 class Requirements(ApiModel):
-    industries: list[str] | None = None
-    products: list[Any] | None = None
-    services: list[Any] | None = None
+    """What the deal needs. `industries`, `products` and `services` are lists of objects, not of strings:
+    typing them as strings made every real referral unreadable."""
+
+    industries: list[OpenRequirement] | None = None
+    products: list[OpenRequirement] | None = None
+    services: list[OpenRequirement] | None = None
     solutions: list[Solution] | None = None
 
 
@@ -194,9 +208,17 @@ class ReferralDetails(ApiModel):
     requirements: Requirements | None = None
 
 
+class Organization(ApiModel):
+    """Who invited the partner: an organization (Microsoft, or another partner), not a person."""
+
+    organization_id: str | None = None
+    organization_name: str | None = None
+
+
 class InviteContext(ApiModel):
     notes: str | None = None
-    invited_by: Member | None = None
+    invited_by: Organization | None = None
+    """`{organizationId, organizationName}`; unknown keys (a person's name, in old samples) are kept as extras."""
     assistance_request_code: OpenAssistanceRequestCode | None = None
 
 
@@ -276,6 +298,7 @@ __all__ = [
     "Direction",
     "InviteContext",
     "Member",
+    "Organization",
     "Qualification",
     "Referral",
     "ReferralDetails",
@@ -285,6 +308,7 @@ __all__ = [
     "ReferralSubstatus",
     "ReferralTarget",
     "ReferralType",
+    "RequirementItem",
     "Requirements",
     "Solution",
     "TERMINAL_SUBSTATUSES",
