@@ -80,11 +80,11 @@ def test_forged_and_malformed_deliveries_are_refused_with_nothing_enqueued(
     host = pc_host()
     url = f"{host.url}/api/partnercenter/events"
     now = dt.datetime.now(dt.timezone.utc)
-    expired = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation",
-                               not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
-    wrong_org = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Fabrikam Inc")
+    expired = sandbox_ca.issue_webhook_signer(not_before=now - dt.timedelta(days=30),
+                                              not_after=now - dt.timedelta(days=1))
+    wrong_org = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation")
     forged = self_signed("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation", ca=False)
-    expired_url = pc_sim.host_certificate("expired.cer", expired.cert_der)
+    expired_url = pc_sim.host_certificate("expired.pem", expired.bundle_pem)
     wrong_org_url = pc_sim.host_certificate("wrong-org.cer", wrong_org.cert_der)
     forged_url = pc_sim.host_certificate("forged.cer", forged.cert_der)
     ids = {name: str(uuid.uuid4()) for name in ("bad-sig", "host", "http", "expired", "self-signed", "org")}

@@ -43,9 +43,12 @@ def test_the_api_refuses_what_the_handbook_forbids(pc_sim: PartnerCenterSim) -> 
     assert call("GET", base, params={"$filter": "name eq 'x'"}).status_code == 400
     assert call("GET", base, params={"$orderby": "name asc"}).status_code == 400
     assert call("GET", base, params={"$top": "2", "$skiptoken": "garbage"}).status_code == 400
+    assert call("GET", base, params={"$top": "101"}).status_code == 400  # a page holds at most 100
+    assert call("GET", base, params={"$top": "100"}).status_code == 200
     patch = f"{base}/{referral_id}"
     ops = [{"op": "replace", "path": "/details/dealValue", "value": 1}]
-    assert call("PATCH", patch, json=ops).status_code == 415  # not json-patch+json
+    assert call("PATCH", patch, data=json.dumps(ops), headers={"Content-Type": "text/plain"}).status_code == 415
+    assert call("PATCH", patch, json=ops).status_code == 204  # application/json, as Microsoft's examples send it
     json_patch = {"Content-Type": "application/json-patch+json"}
     assert call("PATCH", patch, data=json.dumps([{"op": "remove", "path": "/details/notes"}]),
                 headers=json_patch).status_code == 400

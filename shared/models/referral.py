@@ -21,7 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from shared.models.apitypes import ApiDateTime
@@ -279,11 +279,56 @@ class Referral(ApiModel):
         return self.type == ReferralType.SHARED
 
 
+def unreadable_reason(error: ValidationError) -> str:
+    """Where and why a payload did not fit the model, without the values (they may be personal data)."""
+    problems = [f"{'.'.join(str(part) for part in e['loc']) or 'the body'}: {e['msg']}" for e in error.errors()]
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
+
+
+class UnreadableReferral(BaseModel):
+    """A referral of a list page the model could not read: its id (when it has one) and why.
+
+    Why kept apart instead of failing the page: one odd referral must not stop the reconcile or the
+    backfill for all the others; it becomes a dead letter with its reason instead.
+    """
+
+    id: str | None = None
+    external_reference_id: str | None = None
+    reason: str
+
+
 class ReferralPage(ApiModel):
-    """One page of `GET /referrals`: the referrals and the link to the next page (absent on the last)."""
+    """One page of `GET /referrals`: the referrals and the link to the next page (absent on the last).
+
+    Referrals the model cannot read are moved from `value` to `unreadable` while the page is read.
+    """
 
     value: list[Referral] = Field(default_factory=list)
     next_link: str | None = Field(default=None, alias="@odata.nextLink")
+    unreadable: list[UnreadableReferral] = Field(default_factory=list, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_aside_unreadable(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("value"), list):
+            return data
+        readable: list[Any] = []
+        unreadable: list[UnreadableReferral] = list(data.get("unreadable") or [])
+        for item in data["value"]:
+            if isinstance(item, Referral):
+                readable.append(item)
+                continue
+            try:
+                readable.append(Referral.model_validate(item))
+            except ValidationError as exc:
+                raw = item if isinstance(item, dict) else {}
+                unreadable.append(UnreadableReferral(
+                    id=raw.get("id") if isinstance(raw.get("id"), str) else None,
+                    external_reference_id=(raw.get("externalReferenceId")
+                                           if isinstance(raw.get("externalReferenceId"), str) else None),
+                    reason=unreadable_reason(exc)))
+        return {**data, "value": readable, "unreadable": unreadable}
 
 
 __all__ = [
@@ -312,4 +357,6 @@ __all__ = [
     "Requirements",
     "Solution",
     "TERMINAL_SUBSTATUSES",
+    "UnreadableReferral",
+    "unreadable_reason",
 ]
