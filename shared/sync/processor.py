@@ -19,7 +19,9 @@ from shared.sync.engine import PC_TO_SF, SF_TO_PC, SyncReport, timed
 from shared.sync.failures import GiveUp, decide
 
 if TYPE_CHECKING:
+    from shared.models.referral import UnreadableReferral
     from shared.runtime import Services
+    from shared.store import Store
 
 log = logging.getLogger("shared.sync")
 
@@ -74,17 +76,7 @@ def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncRepo
 
 def _give_up(services: Services, kind: str, record_id: str, message: dict[str, Any], attempts: int,
              reason: str, direction: str) -> None:
-    key = f"{kind}-{record_id}"
-    existing = services.store.dead_letters.get(key)
-    letter = DeadLetter(kind=kind, key=key, reason=reason, attempts=attempts,
-                        payload={k: v for k, v in message.items() if k != "attempt"},
-                        first_failed_at=existing.first_failed_at if existing else utcnow())
-    letter.etag = existing.etag if existing else None
-    services.store.dead_letters.put(letter)
-    services.store.synclog.append(SyncLogEntry(
-        direction=direction, outcome=SyncOutcome.FAILED, message=reason,
-        referral_id=record_id if kind == "referral" else None,
-        opportunity_id=record_id if kind == "opportunity" else None))
+    keep_dead_letter(services.store, kind, record_id, message, reason, attempts=attempts)
     if kind == "opportunity":
         try:
             services.sync_engine.record_failure(record_id, reason)
@@ -93,4 +85,37 @@ def _give_up(services: Services, kind: str, record_id: str, message: dict[str, A
                         type(exc).__name__)
 
 
-__all__ = ["KINDS", "process_opportunity", "process_referral"]
+def keep_dead_letter(store: Store, kind: str, record_id: str, message: dict[str, Any], reason: str, *,
+                     attempts: int = 1) -> None:
+    """Keep work that cannot go on as a dead letter (replayable onto its queue) and say so in the sync log."""
+    key = f"{kind}-{record_id}"
+    existing = store.dead_letters.get(key)
+    letter = DeadLetter(kind=kind, key=key, reason=reason, attempts=attempts,
+                        payload={k: v for k, v in message.items() if k != "attempt"},
+                        first_failed_at=existing.first_failed_at if existing else utcnow())
+    letter.etag = existing.etag if existing else None
+    store.dead_letters.put(letter)
+    store.synclog.append(SyncLogEntry(
+        direction=KINDS[kind][2], outcome=SyncOutcome.FAILED, message=reason,
+        referral_id=record_id if kind == "referral" else None,
+        opportunity_id=record_id if kind == "opportunity" else None))
+
+
+def set_aside_unreadable(store: Store, referral: UnreadableReferral, *, source: str) -> str:
+    """A listed referral the model cannot read: a dead letter with its reason, so the page and the run go on.
+
+    Returns:
+        The reason kept (for the caller's report).
+    """
+    reason = (f"Partner Center sent referral {referral.id or '(without an id)'} in a shape the connector cannot "
+              f"read ({referral.reason}); it is not synced until the connector can read it (replay after updating)")
+    if referral.id is None:  # nothing to replay: the sync log keeps it in sight
+        log.error("%s: %s", source, reason)
+        store.synclog.append(SyncLogEntry(direction=PC_TO_SF, outcome=SyncOutcome.FAILED, message=reason))
+    else:
+        log.error("%s: referral %s set aside as a dead letter: %s", source, referral.id, referral.reason)
+        keep_dead_letter(store, "referral", referral.id, {"referral_id": referral.id, "source": source}, reason)
+    return reason
+
+
+__all__ = ["KINDS", "keep_dead_letter", "process_opportunity", "process_referral", "set_aside_unreadable"]
