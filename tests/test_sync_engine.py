@@ -28,6 +28,35 @@ def test_opted_in_opportunity_creates_a_shared_referral_and_is_marked(sync_world
     assert sync_world.store.intents.list_open() == []
 
 
+def test_a_referral_created_already_accepted_keeps_the_sellers_stage_and_raises_no_alarm(
+        sync_world: SyncWorld) -> None:
+    """The reference's create example: posted New/Pending, returned Active/Accepted. The partner's own
+    referral is accepted by nature; that is not the seller moving the deal on, nor a change to undo."""
+    opportunity_id = seller_opportunity(sync_world.sf, StageName="Prospecting")
+    sync_world.pc.create_status = 200  # Microsoft's connector definition documents 200
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert report.outcome is SyncOutcome.CREATED, report
+    referral = sync_world.referral_for(opportunity_id)
+    assert (referral["status"], referral["substatus"]) == ("Active", "Accepted")
+    opportunity = sync_world.opportunity(opportunity_id)
+    assert opportunity["StageName"] == "Prospecting"
+    assert "cannot undo" not in opportunity["Audit__c"] and opportunity["Partner_Center_Synced__c"] == "✔"
+    before = _stamps(sync_world, opportunity_id, referral["id"])
+    assert sync_world.engine.sync_referral(referral["id"]).outcome is SyncOutcome.NO_CHANGE
+    assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    assert _stamps(sync_world, opportunity_id, referral["id"]) == before
+
+    # Later stage moves still mean what they say: an accepted stage asks nothing more, winning wins.
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Qualification"})
+    assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won"})
+    sync_world.engine.sync_opportunity(opportunity_id)
+    assert (sync_world.referral(referral["id"])["status"], sync_world.referral(referral["id"])["substatus"]) == (
+        "Closed", "Won")
+
+
 def _linked_pair(world: SyncWorld) -> tuple[str, str]:
     opportunity_id = seller_opportunity(world.sf)
     world.engine.sync_opportunity(opportunity_id)
