@@ -27,6 +27,9 @@ from sandbox.soql import SoqlError, bind, parse, run
 MIN_VERSION, MAX_VERSION = 31, 66
 COLLECTION_LIMIT = 200
 COMPOSITE_LIMIT = 25
+COMPOSITE_HEAVY_LIMIT = 5
+"""Of the 25, at most 5 queries or sObject Collections subrequests (Salesforce's composite limits)."""
+_HEAVY_PATH = re.compile(r"^/services/data/v[0-9.]+/(query|queryAll|composite/sobjects)(/|\?|$)")
 CURSOR_IDLE = dt.timedelta(minutes=15)
 _VERSION = re.compile(r"^v(\d+)\.0$")
 _REFERENCE = re.compile(r"@\{([A-Za-z][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
@@ -500,6 +503,10 @@ class RestApi:
         if len(subrequests) > COMPOSITE_LIMIT:
             raise RequestError(400, "LIMIT_EXCEEDED", f"Limit Exceeded: composite subrequests {len(subrequests)} "
                                                       f"> {COMPOSITE_LIMIT}")
+        heavy = sum(1 for s in subrequests if isinstance(s, dict) and _HEAVY_PATH.match(str(s.get("url", ""))))
+        if heavy > COMPOSITE_HEAVY_LIMIT:
+            raise RequestError(400, "LIMIT_EXCEEDED", f"Limit Exceeded: {heavy} query or sObject Collections "
+                                                      f"subrequests > {COMPOSITE_HEAVY_LIMIT}")
         all_or_none = bool(body.get("allOrNone", False))
         ids = [s.get("referenceId") if isinstance(s, dict) else None for s in subrequests]
         if any(not isinstance(i, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", i) for i in ids) \

@@ -226,6 +226,28 @@ def test_composite_runs_25_subrequests_a_call_and_keeps_references_across_calls(
     assert not failed[0].success and isinstance(failed[0].error("composite"), InvalidInput)
 
 
+def test_composite_sends_at_most_5_queries_or_collections_a_call(sf_sim: SalesforceSim,
+                                                                 client: SalesforceClient) -> None:
+    """Salesforce: of a composite's 25 subrequests, at most 5 may be queries or sObject Collections."""
+    import json
+
+    raw = requests.post(f"{sf_sim.url}/services/data/v{client.api_version}/composite", timeout=10,
+                        headers={"Authorization": f"Bearer {client._connection().session_id}",
+                                 "Content-Type": "application/json"},
+                        data=json.dumps({"compositeRequest": [
+                            {"method": "GET", "referenceId": f"q{i}",
+                             "url": f"/services/data/v{client.api_version}/query?q=SELECT+Id+FROM+Account"}
+                            for i in range(6)]}))
+    assert raw.status_code == 400 and raw.json()[0]["errorCode"] == "LIMIT_EXCEEDED"  # the simulator enforces it
+
+    queries = [SubRequest.query(f"SELECT Id FROM Account WHERE Name = 'n{i}'", ref=f"q{i}") for i in range(7)]
+    creates = [SubRequest.create("Contact", {"LastName": f"Person {i}"}, ref=f"c{i}") for i in range(3)]
+    before = used(sf_sim)
+    answers = client.composite(queries + creates)
+    assert all(a.success for a in answers), [a.body for a in answers if not a.success]
+    assert used(sf_sim) == before + 2  # 5 queries, then 2 queries and the 3 creates
+
+
 def test_composite_upserts_queries_and_deletes_related_rows(sf_sim: SalesforceSim, client: SalesforceClient) -> None:
     [opp] = client.upsert("Opportunity", [opportunity(8)])
     row = {"Name": "Migrate", "Opportunity__c": opp.id, "Solution_Id__c": "sol-1"}
