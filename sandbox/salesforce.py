@@ -11,7 +11,7 @@ Routes that play a person or break things live under `/_sandbox/` (never counted
 | route | effect |
 | --- | --- |
 | `GET /_sandbox/state` | API usage, record counts, pending late commits and lock faults |
-| `POST /_sandbox/limits` `{"limit": 1000, "used": 990}` | set the daily API limit and/or usage (then 403 `REQUEST_LIMIT_EXCEEDED`) |
+| `POST /_sandbox/limits` `{"limit": 1000, "used": 990, "concurrent_refusals": 2}` | set the daily API limit and/or usage (then 403 `REQUEST_LIMIT_EXCEEDED`); refuse the next calls as if 25 long requests ran |
 | `POST /_sandbox/sessions/expire` `{"username": optional}` | end sessions: the next call is 401 `INVALID_SESSION_ID` |
 | `POST /_sandbox/lock-rows` `{"count": 2}` | the next 2 record writes fail with `UNABLE_TO_LOCK_ROW` |
 | `POST /_sandbox/late-commits` `{"count": 1, "delay": 5}` | the next record write keeps its timestamp but becomes visible only 5 s later |
@@ -258,7 +258,9 @@ class SalesforceSim:
             data = body(request)
             org.api.limit = int(count(data, "limit", org.api.limit))
             org.api.used = int(count(data, "used", org.api.used))
-            return Response(200, {"used": org.api.used, "limit": org.api.limit})
+            org.api.concurrent_refusals = int(count(data, "concurrent_refusals", org.api.concurrent_refusals))
+            return Response(200, {"used": org.api.used, "limit": org.api.limit,
+                                  "concurrent_refusals": org.api.concurrent_refusals})
 
         @router.route("POST", "/_sandbox/sessions/expire")
         @guarded

@@ -104,6 +104,8 @@ class ApiUsage:
     used: int = 0
     window_start: dt.datetime = field(default_factory=now_utc)
     window: dt.timedelta = dt.timedelta(hours=24)
+    concurrent_refusals: int = 0
+    """The next calls refused with REQUEST_LIMIT_EXCEEDED as if 25 long requests already ran (not charged)."""
 
     def header(self) -> str:
         return f"api-usage={self.used}/{self.limit}"

@@ -350,6 +350,25 @@ def test_request_limit_exceeded_is_not_retried(sf_sim: SalesforceSim, client: Sa
     assert responses == [403]
 
 
+def test_request_limit_exceeded_with_calls_left_is_a_short_wait_not_a_spent_budget(
+        sf_sim: SalesforceSim, client: SalesforceClient, responses: list[int]) -> None:
+    """REQUEST_LIMIT_EXCEEDED also answers a 26th concurrent long request: the limit header tells them apart."""
+    from shared.errors import Throttled
+    from shared.salesforce.errors import CONCURRENCY_RETRY
+    from shared.sync.failures import Retry, decide
+
+    client.describe("Opportunity")
+    sandbox(sf_sim, "limits", {"limit": 1000, "used": 10, "concurrent_refusals": 1})
+    responses.clear()
+    with pytest.raises(Throttled, match="too many long requests at once") as refused:
+        list(client.query("SELECT Id FROM Opportunity"))
+    assert responses == [403] and refused.value.retry_after == CONCURRENCY_RETRY
+    assert not isinstance(refused.value, LimitExceeded) and client.budget.state() == "ok"
+    decision = decide(refused.value, 1, 5)
+    assert isinstance(decision, Retry) and decision.delay_seconds < 60  # not the half hour of a spent budget
+    assert len(list(client.query("SELECT Id FROM Opportunity"))) == 0  # the next call goes through
+
+
 # Budget ----------------------------------------------------------------------------------------------
 
 def test_budget_share_stops_background_work_but_not_urgent_syncs(

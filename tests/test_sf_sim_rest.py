@@ -373,7 +373,8 @@ def test_every_response_carries_the_limit_header_and_the_limit_is_enforced(sf_si
     sf_client.query("SELECT Id FROM Account")
     second = sf_client.api_usage["api-usage"]
     assert second.used == first.used + 1 and second.total == 100_000
-    assert _sandbox(sf_sim, "POST", "limits", {"limit": 50, "used": 49}).json() == {"used": 49, "limit": 50}
+    assert _sandbox(sf_sim, "POST", "limits", {"limit": 50, "used": 49}).json() == {"used": 49, "limit": 50,
+                                                                           "concurrent_refusals": 0}
     sf_client.query("SELECT Id FROM Account")
     assert sf_client.api_usage["api-usage"].used == 50
     with pytest.raises(SalesforceRefusedRequest) as refused:

@@ -130,7 +130,7 @@ class SalesforceClient:
             except SalesforceError as exc:
                 delay = next(delays, None) if first_error(exc.content)[0] == LOCK_ERROR else None
                 if delay is None:
-                    raise error_for(exc.status, exc.content, what=what) from None
+                    raise error_for(exc.status, exc.content, what=what, usage=self.budget.fresh_usage()) from None
                 log.info("Salesforce %s: row locked, retrying in %.1f s", what, delay)
                 self._sleep(delay)
             except requests.RequestException as exc:
