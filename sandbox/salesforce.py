@@ -94,6 +94,8 @@ class SalesforceSim:
             tests share one because issuing a certificate is the slow part of starting).
         secret_marker: appended to the client secret and the users' passwords and security tokens, and put
             into every access token issued, so a test can look for it in logs and storage.
+        my_domain: answer as the org's My Domain URL (the default); False answers as login.salesforce.com or
+            test.salesforce.com, which refuse the client credentials flow.
     """
 
     def __init__(self, ca: SandboxCA, *, port: int = 0, metadata_dir: Path | str = DEFAULT_METADATA_DIR,
@@ -102,7 +104,7 @@ class SalesforceSim:
                  jwt_certificate_pem: bytes | None = None, jwt_private_key_pem: bytes | None = None,
                  client_id: str = "3MVG9sandbox.CoSellConnector", client_secret: str = "sandbox-client-secret",
                  clock: Callable[[], dt.datetime] = now_utc, ssl_context: ssl.SSLContext | None = None,
-                 secret_marker: str = "") -> None:
+                 secret_marker: str = "", my_domain: bool = True) -> None:
         if jwt_certificate_pem is None or jwt_private_key_pem is None:
             issued = ca.issue("cosell-connector-jwt", organization="Co-sell Connector")
             jwt_certificate_pem, jwt_private_key_pem = issued.cert_pem, issued.key_pem
@@ -117,7 +119,8 @@ class SalesforceSim:
                                         password="seller-password" + secret_marker,
                                         security_token="SANDBOXTOKEN2" + secret_marker)
         self.auth = Authenticator(self.org, ClientApp(client_id, client_secret + secret_marker, jwt_certificate_pem,
-                                                      run_as=self.integration.username), token_marker=secret_marker)
+                                                      run_as=self.integration.username), token_marker=secret_marker,
+                                  my_domain=my_domain)
         self.api = RestApi(self.org, self.auth, batch_size=batch_size)
         router = Router()
         TokenEndpoint(self.auth).register(router)

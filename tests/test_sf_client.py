@@ -109,6 +109,15 @@ def test_login_problems_are_named(sf_sim: SalesforceSim, connect: Callable[..., 
         list(bad_app.query("SELECT Id FROM User"))
 
 
+@pytest.mark.parametrize("login_url", ["https://login.salesforce.com", "https://TEST.salesforce.com/"])
+def test_client_credentials_need_a_my_domain_url(sf_sim: SalesforceSim, connect: Callable[..., SalesforceClient],
+                                                 login_url: str) -> None:
+    """Refused before any call, in words that say what to set (Salesforce refuses the flow on those hosts)."""
+    with pytest.raises(ConfigError, match="My Domain URL"):
+        connect(sf_sim, drop=("SALESFORCE_PRIVATE_KEY", "SALESFORCE_PASSWORD"), SALESFORCE_LOGIN_URL=login_url)
+    assert sf_sim.auth.tokens_issued == 0
+
+
 def test_jwt_audience_follows_the_login_url() -> None:
     assert jwt_audience("https://login.salesforce.com") == "https://login.salesforce.com"
     assert jwt_audience("https://acme.my.salesforce.com") == "https://login.salesforce.com"

@@ -258,3 +258,33 @@ def test_terminal_text_tells_the_same_story_without_escape_sequences(store: Stor
     assert "      name: Old → New\\x1b]0;owned\\x07 name↵line two  (to PC)" in lines
     assert "Recent syncs (newest first, 3 of the last 6)" in lines
     assert "\x1b" not in text and SECRET not in text
+
+
+def test_the_page_says_when_salesforce_is_retiring_the_configured_login(store: Store,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The username-password flow stops working for connected apps on 20 Feb 2027 (Salesforce Help 005461976)."""
+    from shared.settings import get_settings
+    from shared.status.report import login_health
+
+    for name, value in {"SALESFORCE_CLIENT_ID": "app", "SALESFORCE_CLIENT_SECRET": "s3cret",
+                        "SALESFORCE_USERNAME": "integration@example.com", "SALESFORCE_PASSWORD": "pw"}.items():
+        monkeypatch.setenv(name, value)
+    password = login_health(get_settings())
+    assert password["state"] == "warning" and password["grant"] == "password"
+    assert "retiring" in password["summary"] and "2027-02-20" in password["summary"]
+    report = collect(store, webhook=lambda: None, now=NOW, salesforce_login=password)
+    text = "".join(_parse(render_page(report, nonce="n")).text)
+    assert "Salesforce login" in text and "switch to the JWT bearer flow" in text
+    assert "Needs attention:" in text and "Salesforce login" in text.split("Needs attention:", 1)[1]
+    assert "s3cret" not in text and "pw" not in render_text(report).split()
+
+    monkeypatch.delenv("SALESFORCE_PASSWORD")
+    get_settings.cache_clear()
+    assert login_health(get_settings()) == {"state": "error", "grant": None, "summary": (
+        "setting SALESFORCE_LOGIN_URL: the client credentials flow (SALESFORCE_CLIENT_SECRET) is refused by "
+        "Salesforce on login.salesforce.com: set the org's My Domain URL (https://MyCompany.my.salesforce.com, "
+        "or https://MyCompany--Sandbox.sandbox.my.salesforce.com)")}
+    monkeypatch.setenv("SALESFORCE_LOGIN_URL", "https://acme.my.salesforce.com")
+    get_settings.cache_clear()
+    mine = login_health(get_settings())
+    assert (mine["state"], mine["summary"]) == ("ok", "client credentials login at acme.my.salesforce.com")

@@ -22,6 +22,7 @@ HEALTH_TITLES = {
     "partner_center_token": "Partner Center token",
     "webhook": "Webhook registration",
     "salesforce_budget": "Salesforce API budget",
+    "salesforce_login": "Salesforce login",
 }
 STATE_WORDS = {OK: "OK", WARNING: "Attention", ERROR: "Error", UNKNOWN: "No data"}
 DIRECTIONS = {"partner_center_to_salesforce": ("PC → SF", "Partner Center to Salesforce"),

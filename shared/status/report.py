@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from shared.models.records import DeadLetter, Link, StatusDoc, SyncLogEntry, SyncState
     from shared.models.webhooks import WebhookRegistration
     from shared.runtime import Services
+    from shared.settings import Settings
     from shared.store import Store
 
 LOG_LIMIT = 100
@@ -207,6 +208,26 @@ def budget_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
             "observed_at": data.get("observed_at")}
 
 
+def login_health(settings: Settings) -> dict[str, Any]:
+    """Which Salesforce login the settings choose, and what an operator must know about it (the password
+    grant is being retired by Salesforce; client credentials need a My Domain URL)."""
+    from urllib.parse import urlsplit
+
+    from shared.salesforce.auth import Credentials, login_notice
+
+    try:
+        grant = Credentials.from_settings(settings).grant
+    except ConfigError as exc:
+        return {"state": ERROR, "summary": redact(str(exc)), "grant": None}
+    host = urlsplit(settings.salesforce_login_url).hostname
+    notice = login_notice(grant)
+    if notice is not None:
+        return {"state": WARNING, "summary": notice, "grant": grant.value, "login_host": host}
+    names = {"jwt_bearer": "JWT bearer", "client_credentials": "client credentials", "password": "username-password"}
+    return {"state": OK, "summary": f"{names.get(grant.value, grant.value)} login at {host}", "grant": grant.value,
+            "login_host": host}
+
+
 def webhook_health(fetch: Callable[[], WebhookRegistration | None], own_url: str | None) -> dict[str, Any]:
     """Where the tenant's webhook points (URL masked); a failure to ask is shown, never raised.
 
@@ -317,7 +338,8 @@ def _links(store: Store, search: str | None) -> tuple[list[dict[str, Any]], int,
 # The whole report --------------------------------------------------------------------------------------
 
 def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], own_url: str | None = None,
-            dry_run: bool = False, search: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+            dry_run: bool = False, search: str | None = None, now: dt.datetime | None = None,
+            salesforce_login: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the status page shows, as JSON-ready data.
 
     Args:
@@ -327,6 +349,7 @@ def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], 
         dry_run: the `COSELL_DRY_RUN` setting, shown in the header.
         search: a referral or opportunity id to find among all links (beyond the LINK_LIMIT listed).
         now: the time (tests pass a fixed one).
+        salesforce_login: `login_health` of the settings (None: not shown).
 
     Raises:
         Unavailable: Table Storage cannot be reached (nothing else is worth showing then).
@@ -350,6 +373,7 @@ def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], 
             "partner_center_token": token_health(status.get(TOKEN_DOC), now),
             "webhook": webhook_health(webhook, own_url),
             "salesforce_budget": budget_health(status.get(BUDGET_DOC), now),
+            **({"salesforce_login": salesforce_login} if salesforce_login is not None else {}),
         },
         "counts": {
             "links": link_count, "links_more": links_more,
@@ -382,10 +406,11 @@ def collect_for(services: Services, *, base_url: str | None = None, search: str 
     """`collect` with the process's clients: what the routes and the CLI call."""
     return collect(services.store, webhook=lambda: services.webhooks.get_registration(),
                    own_url=own_receiver_url(services, base_url), dry_run=services.settings.cosell_dry_run,
-                   search=search)
+                   search=search, salesforce_login=login_health(services.settings))
 
 
 __all__ = [
-    "COUNT_CAP", "DEAD_LETTER_LIMIT", "LINK_LIMIT", "LOG_LIMIT", "ago", "collect", "collect_for", "redact",
+    "COUNT_CAP", "DEAD_LETTER_LIMIT", "LINK_LIMIT", "LOG_LIMIT", "ago", "collect", "collect_for", "login_health",
+    "redact",
     "shorten",
 ]
