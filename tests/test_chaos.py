@@ -38,7 +38,7 @@ import requests
 
 from sandbox.azurite import Azurite
 from sandbox.ca import SandboxCA
-from sandbox.partner_center import PartnerCenterSim
+from sandbox.partner_center import CLOSING_OFFSETS_HOURS, PartnerCenterSim
 from sandbox.salesforce import SalesforceSim
 from sandbox.sf_org import RecordError
 from shared.settings import APP_ROOT, load_settings
@@ -292,8 +292,8 @@ class Chaos:
         number = next(self._numbers)
         details = {"dealValue": self.rng.randrange(1000, 900000, 100), "currency": self.rng.choice(CURRENCIES),
                    "notes": f"Microsoft's note {number}",
-                   "closingDateTime": f"{self._date()}T00:00:00Z" if self.rng.random() < 0.7 else None,
-                   "requirements": {"industries": [], "products": [], "services": [], "solutions": [
+                   "closingDateTime": self._closing() if self.rng.random() < 0.7 else None,
+                   "requirements": {"industries": [{"id": "Retail"}], "products": [], "services": [], "solutions": [
                        {"id": f"ms-solution-{number}", "name": f"Microsoft solution {number}", "type": "Service"}]}}
         referral = self.world.pc.create_incoming({
             "name": f"Chaos {number} - Microsoft referral",
@@ -301,7 +301,8 @@ class Chaos:
                                 "address": {"country": "US", "city": "Seattle"},
                                 "team": [{"firstName": "Jonas", "lastName": f"Weber {number}",
                                           "email": f"jonas.{number}@customer.example", "phoneNumber": None,
-                                          "contactPreference": None}]},
+                                          "contactPreference": {"locale": "de-DE",
+                                                                "disableNotifications": False}}]},
             "details": details})
         pair = Pair(PC, self.round, referral_id=referral["id"])
         created = self.mapping.pc_values(referral)
@@ -321,7 +322,7 @@ class Chaos:
             else:
                 changes["details"][name] = {
                     "dealValue": self.rng.randrange(1000, 900000, 100), "currency": self.rng.choice(CURRENCIES),
-                    "notes": f"Microsoft note {number}", "closingDateTime": f"{self._date()}T00:00:00Z"}[name]
+                    "notes": f"Microsoft note {number}", "closingDateTime": self._closing()}[name]
         referral = self.world.pc.update_as_microsoft(pair.referral_id, changes)
         values = self.mapping.pc_values(referral)
         for key in self._touched_keys(changes):
@@ -555,6 +556,12 @@ class Chaos:
 
     def _date(self) -> str:
         return (dt.date(2027, 1, 1) + dt.timedelta(days=self.rng.randrange(0, 700))).isoformat()
+
+    def _closing(self) -> str:
+        """A closing date as Partner Center writes it: a user's local midnight, in UTC (offsets -3 h to +10 h)."""
+        offset = dt.timedelta(hours=self.rng.choice(CLOSING_OFFSETS_HOURS))
+        midnight = dt.datetime.combine(dt.date.fromisoformat(self._date()), dt.time(), dt.timezone.utc)
+        return (midnight - offset).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _phase(self, stage: str) -> str:
         return self.mapping.stage.sf_value({"StageName": stage})

@@ -123,3 +123,27 @@ def test_register_webhook_and_webhook_status_commands(pc_sim: PartnerCenterSim, 
     report = json.loads(capsys.readouterr().out)
     assert report["webhook"]["points_here"] is True and report["webhook"]["registered"] is True
 
+
+
+def test_referrals_from_microsoft_carry_the_documented_shapes(pc_sim: PartnerCenterSim) -> None:
+    """Requirements as objects, the inviter as an organization, contact preferences as {locale,
+    disableNotifications}, closing dates as a user's local midnight in UTC (Microsoft Learn, Referral resources;
+    captured responses), so the connector is tested on what the real service sends."""
+    import datetime as dt
+
+    from shared.models import Referral
+
+    seen_offsets = set()
+    for _ in range(4):
+        referral = pc_sim.create_incoming({"customerProfile": {"team": [{"firstName": "Ada", "email": "a@x.example"}]}})
+        assert referral["details"]["requirements"]["industries"] == [{"id": "Retail"}]
+        assert set(referral["inviteContext"]["invitedBy"]) == {"organizationId", "organizationName"}
+        assert referral["customerProfile"]["team"][0]["contactPreference"] == {"locale": "en-US",
+                                                                              "disableNotifications": False}
+        closing = dt.datetime.fromisoformat(referral["details"]["closingDateTime"])
+        hours_to_midnight = ((24 - closing.hour - closing.minute / 60) % 24) or 0
+        offset = hours_to_midnight if hours_to_midnight <= 10 else hours_to_midnight - 24
+        assert -3 <= offset <= 10 and referral["details"]["closingDateTime"].endswith("Z")
+        seen_offsets.add(offset)
+        Referral.model_validate(referral)  # the connector's model reads every one
+    assert len(seen_offsets) == 4  # several time zones, east and west of UTC
