@@ -213,3 +213,22 @@ def test_the_simulator_pages_as_the_reference_does(pc_sim: PartnerCenterSim, cli
     assert sum(len(page.value) for page in client.iter_pages(top=2)) == 3
     with pytest.raises(InvalidInput):
         next(client.iter_pages(top=101))
+
+
+def test_an_unreadable_outgoing_referral_is_not_taken_for_absent(pc_sim: PartnerCenterSim,
+                                                                 client: PartnerCenterClient) -> None:
+    """Resolving a create intent: a referral that carries the opportunity's id but cannot be read must stop
+    the create (a second POST would duplicate it), not count as "not created yet"."""
+    import datetime as dt
+
+    from shared.errors import UnreadableRecord
+
+    created = client.create_referral(_new_referral())
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    assert client.find_outgoing_by_external_reference("0065g00000XyZabAAB", created_since=since).id == created.id
+    pc_sim.update_as_microsoft(created.id, {"details": {"requirements": {"industries": [42]}}})
+    with pytest.raises(UnreadableRecord, match="details.requirements.industries.0"):
+        client.find_outgoing_by_external_reference("0065g00000XyZabAAB", created_since=since)
+    with pytest.raises(UnreadableRecord, match=f"referral {created.id}"):
+        client.get_referral(created.id)
+    assert client.find_outgoing_by_external_reference("0065g00000OtherAAA", created_since=since) is None
