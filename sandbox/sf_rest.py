@@ -152,7 +152,7 @@ class RestApi:
             api.used, api.window_start = 0, now
         if api.concurrent_refusals > 0:  # Salesforce's answer to a 26th concurrent long-running request
             api.concurrent_refusals -= 1
-            raise RequestError(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded.")
+            raise RequestError(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentRequests (Concurrent API Requests) Limit exceeded.")
         if api.used >= api.limit:
             raise RequestError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
         api.used += 1
