@@ -28,7 +28,7 @@ Routes acting as Microsoft, under `/_sandbox/` (JSON bodies):
 | --- | --- |
 | `POST /_sandbox/tokens` `{"mfa": true}` | mint a refresh token for the Referrals admin user (`"mfa": false`: one whose tokens the API refuses with 900421) |
 | `POST /_sandbox/tokens/revoke` `{"refresh_token": "..."}` or `{}` | revoke one refresh token, or all |
-| `POST /_sandbox/referrals` `{...referral fields}` | a Microsoft seller sends an incoming referral (New/Received, expires in 14 days) |
+| `POST /_sandbox/referrals` `{...referral fields}` | a Microsoft seller sends an incoming referral (New/Received, expires in 14 days); `"engagementId"` puts it into an existing co-sell engagement (several referrals may share one) |
 | `PATCH /_sandbox/referrals/{id}` `{...fields}` | a Microsoft seller updates a referral (deep merge; status changes still obey the state machine) |
 | `POST /_sandbox/referrals/{id}/expire` | the referral expires now (Closed/Expired) |
 | `POST /_sandbox/clock` `{"advance_seconds": 1209600}` | move the simulator's clock forward (expiry) |
@@ -572,7 +572,14 @@ class PartnerCenterSim:
 
     # ------------------------------------------------------------------------- acting as Microsoft
     def create_incoming(self, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A Microsoft seller shares a referral with the partner (New/Received, 14 days to answer)."""
+        """A Microsoft seller shares a referral with the partner (New/Received, 14 days to answer).
+
+        `fields["engagementId"]` joins an engagement that already holds referrals ("Multiple referrals can be
+        associated to a single EngagementID", Partner Center's referral resources); without it, a new one.
+        """
+        engagement = (fields or {}).get("engagementId")
+        if engagement is not None and not (isinstance(engagement, str) and engagement.strip()):
+            raise _error(400, "InvalidField", "engagementId must be a non-empty string.")
         now = self.now()
         referral: dict[str, Any] = {
             "id": str(uuid.uuid4()), "engagementId": str(uuid.uuid4()), "name": "Sandbox customer - new referral",

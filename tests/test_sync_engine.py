@@ -228,28 +228,6 @@ def test_several_matching_accounts_are_not_guessed_between(sync_world: SyncWorld
     assert len(report.changes["account_candidates"]) == 2
 
 
-def test_related_referral_events_update_the_partners_opportunity(sync_world: SyncWorld) -> None:
-    opportunity_id = seller_opportunity(sync_world.sf)
-    sync_world.engine.sync_opportunity(opportunity_id)
-    ours = sync_world.referral_for(opportunity_id)
-    # Microsoft's referral in the same co-sell engagement (the simulator does not make it by itself).
-    microsoft = sync_world.pc.create_incoming({"engagementId": ours["engagementId"], "name": "Microsoft side"})
-    sync_world.pc.update_as_microsoft(ours["id"], {"details": {"notes": "Microsoft joined"}})
-
-    report = sync_world.engine.sync_referral(microsoft["id"], related=True)
-
-    assert report.referral_id == ours["id"] and report.outcome is SyncOutcome.UPDATED
-    assert sync_world.opportunity(opportunity_id)["Description"] == "Microsoft joined"
-    assert len(sync_world.sf.query("SELECT Id FROM Opportunity")) == 1  # none made for Microsoft's referral
-
-
-def test_related_referral_of_an_unknown_engagement_is_skipped(sync_world: SyncWorld) -> None:
-    stranger = sync_world.pc.create_incoming()
-    report = sync_world.engine.sync_referral(stranger["id"], related=True)
-    assert report.outcome is SyncOutcome.SKIPPED
-    assert sync_world.sf.query("SELECT Id FROM Opportunity") == []
-
-
 def test_sharing_an_opportunity_keeps_the_sellers_stage_and_accepts_the_referral(sync_world: SyncWorld) -> None:
     opportunity_id = seller_opportunity(sync_world.sf, StageName="Proposal/Price Quote")
 
