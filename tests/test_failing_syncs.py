@@ -122,3 +122,79 @@ def test_an_opportunity_whose_share_keeps_failing_after_the_post_creates_and_pat
     assert all(count == 1 for count in sf.succeeded.values()), sf.succeeded
     assert sync_world.store.intents.list_open() == []
     assert len(sync_world.pc.referrals) == 1
+
+
+class RecordingQueues:
+    """Stands in for the poll's QueueSender: what each poll handed on."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, queue: str, payload: dict[str, Any], *, delay_seconds: int | None = None) -> None:
+        self.sent.append(payload)
+
+    def take(self) -> list[dict[str, Any]]:
+        taken, self.sent = self.sent, []
+        return taken
+
+
+def _poller(world: SyncWorld, queues: RecordingQueues) -> Any:
+    import datetime as dt
+
+    from shared.salesforce.polling import ChangePoller
+
+    sf = world.engine.sf._inner if isinstance(world.engine.sf, Recorder) else world.engine.sf
+    return ChangePoller(sf, world.engine.mapping, world.store, queues, overlap=dt.timedelta(minutes=5))
+
+
+def _poll_status(world: SyncWorld) -> str:
+    from shared.status.report import collect
+
+    return collect(world.store, webhook=lambda: None)["health"]["salesforce_poll"]["summary"]
+
+
+def test_the_poll_hands_a_half_made_opportunity_on_once_while_its_sync_keeps_failing(
+        sync_world: SyncWorld, azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.sync.processor import process_opportunity, process_referral
+
+    services = world_services(sync_world, azurite, monkeypatch, max_attempts=ATTEMPTS)
+    referral = sync_world.pc.create_incoming({"customerProfile": {"team": [
+        {"firstName": "Kim", "lastName": "Ode", "email": "kim.ode@customer.example"}]}})
+    sf, _ = _record_writes(sync_world)
+    sf.failing[("create", "Contact")] = "Salesforce is down for maintenance (injected)"
+    queues, handed = RecordingQueues(), []
+
+    for attempt in range(ATTEMPTS - 1):  # the referral's retries, with polls in between
+        process_referral(services, {"referral_id": referral["id"], "event": "referral-created", "attempt": attempt})
+        _poller(sync_world, queues).poll()
+        messages = queues.take()
+        handed.append([m["opportunity_id"] for m in messages])
+        for message in messages:  # what the opportunity queue then runs: the same failing create
+            assert process_opportunity(services, message) is None
+        if attempt == 0:
+            assert _poll_status(sync_world).endswith("1 opportunity queued"), _poll_status(sync_world)
+
+    made = sync_world.sf.query("SELECT Id FROM Opportunity")
+    assert len(made) == 1
+    assert handed == [[made[0]["Id"]], [], [], []]  # its sync writes nothing, so nothing new to hand on
+    assert sf.succeeded[("upsert", "Opportunity")] == 1
+
+
+def test_the_poll_hands_an_opportunity_on_once_per_poll_and_counts_it_once(
+        sync_world: SyncWorld, azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.sync.processor import process_opportunity
+
+    services = world_services(sync_world, azurite, monkeypatch, max_attempts=ATTEMPTS)
+    _, pc = _record_writes(sync_world)
+    pc.failing[("create_referral", None)] = "Partner Center answered 503 (injected)"
+    opportunity_id = seller_opportunity(sync_world.sf)  # the opportunity and its solutions row change together
+    queues = RecordingQueues()
+
+    _poller(sync_world, queues).poll()
+    messages = queues.take()
+    assert [m["opportunity_id"] for m in messages] == [opportunity_id]
+    assert _poll_status(sync_world).endswith("1 opportunity queued"), _poll_status(sync_world)
+    assert process_opportunity(services, messages[0]) is None  # fails, re-queued with back-off
+
+    _poller(sync_world, queues).poll()
+    assert queues.take() == []  # a failing sync wrote nothing: not handed on again
