@@ -240,3 +240,47 @@ def test_sharing_an_opportunity_keeps_the_sellers_stage_and_accepts_the_referral
     assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
     assert (sync_world.opportunity(opportunity_id)["SystemModstamp"],
             sync_world.referral(referral["id"])["eTag"]) == before
+
+
+def test_a_conflict_partner_centers_policy_wins_is_settled_its_way_even_when_salesforce_is_newer(
+        sync_world: SyncWorld, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import time
+
+    from shared.mapping import Mapping
+    from shared.settings import APP_ROOT
+
+    document = json.loads((APP_ROOT / "mappings" / "salesforce.json").read_text(encoding="utf-8"))
+    deal = next(f for f in document["opportunity"]["fields"] if f["key"] == "dealValue")
+    deal["policy"] = "partner_center"
+    (tmp_path / "mapping.json").write_text(json.dumps(document), encoding="utf-8")
+    sync_world.engine.mapping = Mapping.load(tmp_path / "mapping.json", describe=sync_world.engine.sf.org_schema)
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.pc.update_as_microsoft(referral_id, {"details": {"dealValue": 200}})
+    time.sleep(1.1)  # the seller's edit is the newer one: only the policy can make Partner Center win
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 300})
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert report.outcome is SyncOutcome.CONFLICT
+    assert [(c["key"], c["winner"]) for c in report.changes["conflicts"]] == [("dealValue", "partner_center")]
+    assert sync_world.opportunity(opportunity_id)["Amount"] == 200
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 200
+    assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE
+
+
+def test_an_accepted_referral_closed_lost_in_salesforce_is_lost_not_declined(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    assert (sync_world.referral(referral_id)["status"], sync_world.referral(referral_id)["substatus"]) == (
+        "Active", "Accepted")
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Lost",
+                                                         "Decline_Reason__c": "Customer chose another vendor"})
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    referral = sync_world.referral(referral_id)
+    assert report.outcome is SyncOutcome.UPDATED
+    assert (referral["status"], referral["substatus"]) == ("Closed", "Lost")
+    assert referral["statusReason"] == "Customer chose another vendor"
+    assert sync_world.opportunity(opportunity_id)["StageName"] == "Closed Lost"
+    assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE

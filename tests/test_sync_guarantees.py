@@ -250,3 +250,26 @@ def test_the_reconcile_catches_a_lost_webhook_and_skips_what_is_in_sync(
     opportunity_id = sync_world.store.links.get_by_referral(missed["id"]).opportunity_id
     assert sync_world.opportunity(opportunity_id)["Amount"] == 4242
     assert reconcile(services).referrals_queued == 0  # the cursor moved on and nothing differs
+
+
+def test_a_create_claim_left_by_a_run_that_died_is_taken_over_only_after_the_patience_window(
+        sync_world: SyncWorld) -> None:
+    from shared.models.records import CreateClaim
+    from shared.sync.engine import INTENT_PATIENCE
+
+    engine = sync_world.engine
+    referral = sync_world.pc.create_incoming()
+    claimed_at = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
+    sync_world.store.create_claims.put(CreateClaim(referral_id=referral["id"], claimed_at=claimed_at))
+
+    engine.clock = lambda: claimed_at + INTENT_PATIENCE - dt.timedelta(milliseconds=1)
+    with pytest.raises(Conflict):  # the run that claimed it may still be creating: not a second opportunity
+        engine.sync_referral(referral["id"])
+    assert sync_world.sf.query("SELECT Id FROM Opportunity") == []
+
+    engine.clock = lambda: claimed_at + INTENT_PATIENCE
+    report = engine.sync_referral(referral["id"])  # that run died: this one takes the claim over
+
+    assert report.outcome is SyncOutcome.CREATED
+    assert len(sync_world.sf.query("SELECT Id FROM Opportunity")) == 1
+    assert sync_world.store.create_claims.get(referral["id"]) is None
