@@ -32,6 +32,7 @@ Routes acting as Microsoft, under `/_sandbox/` (JSON bodies):
 | `PATCH /_sandbox/referrals/{id}` `{...fields}` | a Microsoft seller updates a referral (deep merge; status changes still obey the state machine) |
 | `POST /_sandbox/referrals/{id}/expire` | the referral expires now (Closed/Expired) |
 | `POST /_sandbox/clock` `{"advance_seconds": 1209600}` | move the simulator's clock forward (expiry) |
+| `POST /_sandbox/closed-referrals` `{"refuseEdits": true}` | stricter than the reference: refuse every PATCH/PUT of a closed referral (Closed → Closed and field edits alike), so a test proves the connector sends none |
 | `POST /_sandbox/webhook-faults` `{"kind": "duplicate"|"delay"|"drop"|"reorder", "count": 1, "delay": 2}` | the next `count` events are delivered twice / late / never / in reverse order |
 | `GET /_sandbox/deliveries` | every delivery attempt: event, URL, status, attempt number |
 | `GET /_sandbox/state` | referrals and the registration, as stored |
@@ -94,7 +95,8 @@ ALLOWED_SUBSTATUS = {
     "Active": {"Accepted"},
     "Closed": {"Won", "Lost", "Declined", "Expired"},
 }
-ALLOWED_TRANSITIONS = {"New": {"New", "Active", "Closed"}, "Active": {"Active", "Closed"}, "Closed": set()}
+ALLOWED_TRANSITIONS = {"New": {"New", "Active", "Closed"}, "Active": {"Active", "Closed"}, "Closed": {"Closed"}}
+"""As the reference lists them (Closed -> Closed included; `refuse_closed_edits` is the stricter switch)."""
 READ_ONLY_PATHS = ("/id", "/eTag", "/createdDateTime", "/updatedDateTime", "/expirationDateTime",
                    "/engagementId", "/direction")
 FILTER_FIELDS = {"status": "str", "substatus": "str", "updatedDateTime": "time", "createdDateTime": "time",
@@ -180,6 +182,10 @@ class PartnerCenterSim:
         self.hosted_certs: dict[str, bytes] = {CERT_PATH: self.signer.cert_der}
         self._lock = threading.RLock()
         self._clock_offset = 0.0
+        self.refuse_closed_edits = False
+        """The reference allows Closed -> Closed and says nothing of field edits on a closed referral; when True,
+        every PATCH/PUT of a closed referral is refused (400 ReferralClosed) and counted in `closed_edits_refused`."""
+        self.closed_edits_refused = 0
         self._reset_state()
         router = Router()
         self._routes(router)
@@ -532,6 +538,7 @@ class PartnerCenterSim:
         with self._lock:
             current = self._get(request.params["id"])
             self._check_if_match(request, current)
+            self._check_open(current)
             updated = copy.deepcopy(current)
             for operation in operations:
                 _apply_operation(updated, operation)
@@ -554,6 +561,7 @@ class PartnerCenterSim:
         with self._lock:
             current = self._get(request.params["id"])
             self._check_if_match(request, current)
+            self._check_open(current)
             updated = {**copy.deepcopy(body), **{k: current[k] for k in ("id", "engagementId", "createdDateTime",
                                                                           "expirationDateTime", "direction")}}
             self._check_shape(updated)
@@ -563,6 +571,11 @@ class PartnerCenterSim:
             result = copy.deepcopy(updated)
         self.emit("referral-updated", result["id"])
         return Response(200, result, {"ETag": result["eTag"]})
+
+    def _check_open(self, current: dict[str, Any]) -> None:
+        if self.refuse_closed_edits and current.get("status") == "Closed":
+            self.closed_edits_refused += 1
+            raise _error(400, "ReferralClosed", "The referral is closed and takes no further change.")
 
     @staticmethod
     def _check_if_match(request: Request, current: dict[str, Any]) -> None:
@@ -873,6 +886,11 @@ class PartnerCenterSim:
         def clock(request: Request) -> Response:
             self.advance_clock(float((request.json() or {}).get("advance_seconds", 0)))
             return Response(200, {"now": _iso(self.now())})
+
+        @route("POST", "/_sandbox/closed-referrals")
+        def closed_referrals(request: Request) -> Response:
+            self.refuse_closed_edits = bool((request.json() or {}).get("refuseEdits", True))
+            return Response(200, {"refuseEdits": self.refuse_closed_edits, "refused": self.closed_edits_refused})
 
         @route("POST", "/_sandbox/webhook-faults")
         def webhook_fault(request: Request) -> Response:

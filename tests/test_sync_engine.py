@@ -284,3 +284,32 @@ def test_an_accepted_referral_closed_lost_in_salesforce_is_lost_not_declined(syn
     assert referral["statusReason"] == "Customer chose another vendor"
     assert sync_world.opportunity(opportunity_id)["StageName"] == "Closed Lost"
     assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE
+
+
+def test_the_connector_never_sends_a_change_to_a_closed_referral(sync_world: SyncWorld) -> None:
+    sync_world.pc.refuse_closed_edits = True  # stricter than the reference: any PATCH of a closed referral fails
+    won_id, won_referral = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", won_id, {"StageName": "Closed Won"})
+    assert sync_world.engine.sync_opportunity(won_id).outcome is SyncOutcome.UPDATED
+    assert sync_world.referral(won_referral)["substatus"] == "Won"
+    expired = sync_world.pc.create_incoming({"name": "Expires"})
+    expired_id = sync_world.engine.sync_referral(expired["id"]).opportunity_id
+    sync_world.pc.expire(expired["id"])
+    sync_world.engine.sync_referral(expired["id"])
+    assert sync_world.opportunity(expired_id)["StageName"] == "Closed Lost"
+
+    # Sellers keep editing closed deals: a field, and a move to the other closed stage (Closed -> Closed).
+    sync_world.sf.update("Opportunity", won_id, {"Amount": 1, "Description": "after the win", "StageName": "Closed Lost"})
+    sync_world.sf.update("Opportunity", expired_id, {"Amount": 2, "StageName": "Closed Won"})
+    reports = [sync_world.engine.sync_opportunity(won_id), sync_world.engine.sync_opportunity(expired_id)]
+
+    assert sync_world.pc.closed_edits_refused == 0
+    assert all("not sent to Partner Center" in report.message for report in reports), reports
+    assert sync_world.referral(won_referral)["details"]["dealValue"] == 125000
+    assert (sync_world.opportunity(won_id)["StageName"], sync_world.opportunity(won_id)["Amount"]) == (
+        "Closed Won", 125000)  # put back to Partner Center's values
+    assert sync_world.opportunity(expired_id)["StageName"] == "Closed Lost"
+    for opportunity_id in (won_id, expired_id):  # the next sync puts the ✔ back; after that, nothing to do
+        sync_world.engine.sync_opportunity(opportunity_id)
+        assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    assert sync_world.pc.closed_edits_refused == 0
