@@ -29,6 +29,7 @@ REFERRAL_QUEUE = "referral-changes"
 OPPORTUNITY_QUEUE = "opportunity-changes"
 FORWARD_QUEUE = "webhook-forward"
 
+
 def _client_options() -> dict[str, Any]:
     """Fail within about two seconds when the queue cannot be reached. Why: the webhook receiver must answer
     Partner Center quickly (503: it delivers again later), and the storage SDK's default retry waits 15 s, then
