@@ -182,10 +182,6 @@ class PartnerCenterSim:
         self.hosted_certs: dict[str, bytes] = {CERT_PATH: self.signer.cert_der}
         self._lock = threading.RLock()
         self._clock_offset = 0.0
-        self.refuse_closed_edits = False
-        """The reference allows Closed -> Closed and says nothing of field edits on a closed referral; when True,
-        every PATCH/PUT of a closed referral is refused (400 ReferralClosed) and counted in `closed_edits_refused`."""
-        self.closed_edits_refused = 0
         self._reset_state()
         router = Router()
         self._routes(router)
@@ -210,6 +206,10 @@ class PartnerCenterSim:
             self._schedule: list[tuple[float, int, _Delivery]] = []
             self._sequence = itertools.count()
             self.token_requests = 0
+            self.refuse_closed_edits = False
+            """The reference allows Closed -> Closed and says nothing of field edits on a closed referral; when
+            True, every PATCH/PUT of a closed referral is refused (400 ReferralClosed) and counted."""
+            self.closed_edits_refused = 0
 
     def start(self) -> PartnerCenterSim:
         self.server.start()
