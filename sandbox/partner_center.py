@@ -34,10 +34,11 @@ Routes acting as Microsoft, under `/_sandbox/` (JSON bodies):
 | --- | --- |
 | `POST /_sandbox/tokens` `{"mfa": true}` | mint a refresh token for the Referrals admin user (`"mfa": false`: one whose tokens the API refuses with 900421) |
 | `POST /_sandbox/tokens/revoke` `{"refresh_token": "..."}` or `{}` | revoke one refresh token, or all |
-| `POST /_sandbox/referrals` `{...referral fields}` | a Microsoft seller sends an incoming referral (New/Received, expires in 14 days) |
+| `POST /_sandbox/referrals` `{...referral fields}` | a Microsoft seller sends an incoming referral (New/Received, expires in 14 days); `"engagementId"` puts it into an existing co-sell engagement (several referrals may share one) |
 | `PATCH /_sandbox/referrals/{id}` `{...fields}` | a Microsoft seller updates a referral (deep merge; status changes still obey the state machine) |
 | `POST /_sandbox/referrals/{id}/expire` | the referral expires now (Closed/Expired) |
 | `POST /_sandbox/clock` `{"advance_seconds": 1209600}` | move the simulator's clock forward (expiry) |
+| `POST /_sandbox/closed-referrals` `{"refuseEdits": true}` | stricter than the reference: refuse every PATCH/PUT of a closed referral (Closed → Closed and field edits alike), so a test proves the connector sends none |
 | `POST /_sandbox/webhook-faults` `{"kind": "duplicate"|"delay"|"drop"|"reorder", "count": 1, "delay": 2}` | the next `count` events are delivered twice / late / never / in reverse order |
 | `GET /_sandbox/deliveries` | every delivery attempt: event, URL, status, attempt number |
 | `GET /_sandbox/state` | referrals and the registration, as stored |
@@ -109,7 +110,8 @@ ALLOWED_SUBSTATUS = {
     "Active": {"Accepted"},
     "Closed": {"Won", "Lost", "Declined", "Expired"},
 }
-ALLOWED_TRANSITIONS = {"New": {"New", "Active", "Closed"}, "Active": {"Active", "Closed"}, "Closed": set()}
+ALLOWED_TRANSITIONS = {"New": {"New", "Active", "Closed"}, "Active": {"Active", "Closed"}, "Closed": {"Closed"}}
+"""As the reference lists them (Closed -> Closed included; `refuse_closed_edits` is the stricter switch)."""
 READ_ONLY_PATHS = ("/id", "/eTag", "/createdDateTime", "/updatedDateTime", "/expirationDateTime",
                    "/engagementId", "/direction")
 FILTER_FIELDS = {"status": "str", "substatus": "str", "updatedDateTime": "time", "createdDateTime": "time",
@@ -224,6 +226,10 @@ class PartnerCenterSim:
             self._schedule: list[tuple[float, int, _Delivery]] = []
             self._sequence = itertools.count()
             self.token_requests = 0
+            self.refuse_closed_edits = False
+            """The reference allows Closed -> Closed and says nothing of field edits on a closed referral; when
+            True, every PATCH/PUT of a closed referral is refused (400 ReferralClosed) and counted."""
+            self.closed_edits_refused = 0
 
     def start(self) -> PartnerCenterSim:
         self.server.start()
@@ -555,6 +561,7 @@ class PartnerCenterSim:
         with self._lock:
             current = self._get(request.params["id"])
             self._check_if_match(request, current)
+            self._check_open(current)
             updated = copy.deepcopy(current)
             for operation in operations:
                 _apply_operation(updated, operation)
@@ -577,6 +584,7 @@ class PartnerCenterSim:
         with self._lock:
             current = self._get(request.params["id"])
             self._check_if_match(request, current)
+            self._check_open(current)
             updated = {**copy.deepcopy(body), **{k: current[k] for k in ("id", "engagementId", "createdDateTime",
                                                                           "expirationDateTime", "direction")}}
             self._check_shape(updated)
@@ -587,6 +595,11 @@ class PartnerCenterSim:
         self.emit("referral-updated", result["id"])
         return Response(200, result, {"ETag": result["eTag"]})
 
+    def _check_open(self, current: dict[str, Any]) -> None:
+        if self.refuse_closed_edits and current.get("status") == "Closed":
+            self.closed_edits_refused += 1
+            raise _error(400, "ReferralClosed", "The referral is closed and takes no further change.")
+
     @staticmethod
     def _check_if_match(request: Request, current: dict[str, Any]) -> None:
         if_match = request.header("if-match")
@@ -595,7 +608,14 @@ class PartnerCenterSim:
 
     # ------------------------------------------------------------------------- acting as Microsoft
     def create_incoming(self, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A Microsoft seller shares a referral with the partner (New/Received, 14 days to answer)."""
+        """A Microsoft seller shares a referral with the partner (New/Received, 14 days to answer).
+
+        `fields["engagementId"]` joins an engagement that already holds referrals ("Multiple referrals can be
+        associated to a single EngagementID", Partner Center's referral resources); without it, a new one.
+        """
+        engagement = (fields or {}).get("engagementId")
+        if engagement is not None and not (isinstance(engagement, str) and engagement.strip()):
+            raise _error(400, "InvalidField", "engagementId must be a non-empty string.")
         now = self.now()
         number = next(self._incoming_numbers)
         offset = dt.timedelta(hours=CLOSING_OFFSETS_HOURS[number % len(CLOSING_OFFSETS_HOURS)])
@@ -897,6 +917,11 @@ class PartnerCenterSim:
         def clock(request: Request) -> Response:
             self.advance_clock(float((request.json() or {}).get("advance_seconds", 0)))
             return Response(200, {"now": _iso(self.now())})
+
+        @route("POST", "/_sandbox/closed-referrals")
+        def closed_referrals(request: Request) -> Response:
+            self.refuse_closed_edits = bool((request.json() or {}).get("refuseEdits", True))
+            return Response(200, {"refuseEdits": self.refuse_closed_edits, "refused": self.closed_edits_refused})
 
         @route("POST", "/_sandbox/webhook-faults")
         def webhook_fault(request: Request) -> Response:

@@ -414,7 +414,8 @@ class RestApi:
             if upsert_obj is not None and obj is not upsert_obj:
                 raise RequestError(400, "INVALID_TYPE", f"all records must be of type {upsert_obj.name}")
             values = self.org.parse_fields(obj, raw, call.access)
-            parsed.append((obj, values, raw.get("Id")))
+            # Field names are case-insensitive, "id" included: Salesforce's own Collections examples write "id".
+            parsed.append((obj, values, next((v for k, v in raw.items() if k.lower() == "id"), None)))
         duplicates: set[Any] = set()
         if key_field is not None:
             seen: dict[Any, int] = {}

@@ -98,6 +98,7 @@ def chaos_world(sandbox_ca: SandboxCA, sf_sim_factory: Callable[..., SalesforceS
     """The connector as `connector` runs it, with this process's environment holding the same settings."""
     with Azurite() as azurite:
         pc = PartnerCenterSim(sandbox_ca, delivery_delays=(0.3, 0.6, 1.0)).start()
+        pc.refuse_closed_edits = True  # stricter than the reference: the connector must never need closed edits
         sf = sf_sim_factory(multi_currency=True, currencies=list(CURRENCIES))
         env = {**pc.settings_env(), **sf.credentials.settings_env(), "AzureWebJobsStorage": azurite.connection_string,
                "COSELL_SF_POLL_SCHEDULE": EVERY_SECOND, "COSELL_PC_RECONCILE_SCHEDULE": QUIET,
@@ -704,6 +705,7 @@ def test_chaos_converges(chaos_world: World, capsys: pytest.CaptureFixture[str])
         print("\n" + "\n".join(lines))
     assert counts.pairs_checked >= len(chaos.pairs)
     assert sum(counts.faults.values()) > 0 and sum(counts.operations.values()) > 0
+    assert chaos_world.pc.closed_edits_refused == 0, "the connector sent a change to a closed referral"
 
 
 def _listed(counter: Counter[str] | dict[str, int]) -> str:

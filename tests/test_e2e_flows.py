@@ -62,3 +62,34 @@ def test_microsoft_expiry_closes_the_opportunity(connector: Connector) -> None:
 
     wait_for(lambda: connector.sf.record("Opportunity", link.opportunity_id)["StageName"] == "Closed Lost",
              what="the expired referral's opportunity closed")
+
+
+def test_several_referrals_of_one_engagement_each_get_an_opportunity_and_related_events_reach_them(
+        connector: Connector) -> None:
+    import requests
+
+    def incoming(body: dict) -> dict:  # as Microsoft, through the simulator's own route
+        answer = requests.post(f"{connector.pc.url}/_sandbox/referrals", json=body, timeout=10)
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    first = incoming({"name": "Northwind - Azure"})
+    second = incoming({"name": "Northwind - Security", "engagementId": first["engagementId"]})
+    assert second["engagementId"] == first["engagementId"]
+    links = [wait_for(lambda r=r: connector.store.links.get_by_referral(r["id"]), what=f"{r['name']}'s opportunity")
+             for r in (first, second)]
+    assert links[0].opportunity_id != links[1].opportunity_id
+    assert connector.sf.record("Opportunity", links[1].opportunity_id)["Name"] == "Northwind - Security"
+
+    # Microsoft's own referral joins the engagement and both partner referrals change; their own events are
+    # lost, so only the related-referral event can bring the changes over.
+    microsoft = connector.pc.create_incoming({"name": "Microsoft side", "engagementId": first["engagementId"]})
+    wait_for(lambda: connector.store.links.get_by_referral(microsoft["id"]), what="the third referral's link")
+    connector.pc.add_webhook_fault("drop", count=2)
+    connector.pc.update_as_microsoft(first["id"], {"details": {"dealValue": 1111}})
+    connector.pc.update_as_microsoft(second["id"], {"details": {"dealValue": 2222}})
+    connector.pc.emit("related-referral-updated", microsoft["id"])
+
+    wait_for(lambda: [connector.sf.record("Opportunity", link.opportunity_id)["Amount"] for link in links]
+             == [1111, 2222], what="both partner referrals' deal values in Salesforce")
+    assert list(connector.store.dead_letters.list()) == []

@@ -147,3 +147,31 @@ def test_referrals_from_microsoft_carry_the_documented_shapes(pc_sim: PartnerCen
         seen_offsets.add(offset)
         Referral.model_validate(referral)  # the connector's model reads every one
     assert len(seen_offsets) == 4  # several time zones, east and west of UTC
+
+
+def test_the_closed_referral_switch_refuses_what_the_reference_allows(pc_sim: PartnerCenterSim) -> None:
+    verify = str(pc_sim.ca.ca_pem_path)
+    user = _token(pc_sim, {"grant_type": "refresh_token", "refresh_token": pc_sim.mint_refresh_token()},
+                  "https://api.partner.microsoft.com/.default offline_access")
+    referral_id = pc_sim.create_incoming()["id"]
+    pc_sim.update_as_microsoft(referral_id, {"status": "Closed", "substatus": "Lost", "statusReason": "budget cut"})
+
+    def patch(ops: list[dict[str, object]]) -> requests.Response:
+        return requests.patch(f"{pc_sim.api_url}/referrals/{referral_id}", data=json.dumps(ops), verify=verify,
+                              headers={"Authorization": f"Bearer {user}", "Content-Type": "application/json-patch+json"},
+                              timeout=10)
+
+    won = [{"op": "replace", "path": "/substatus", "value": "Won"}]
+    assert patch(won).status_code == 204  # the reference lists Closed -> Closed: allowed by default
+    switched = requests.post(f"{pc_sim.url}/_sandbox/closed-referrals", json={"refuseEdits": True}, verify=verify,
+                             timeout=10)
+    assert switched.status_code == 200 and switched.json()["refuseEdits"] is True
+
+    lost = patch([{"op": "replace", "path": "/substatus", "value": "Lost"},
+                  {"op": "replace", "path": "/statusReason", "value": "again"}])
+    edit = patch([{"op": "replace", "path": "/details/dealValue", "value": 1}])
+
+    assert (lost.status_code, edit.status_code) == (400, 400)
+    assert edit.json()["error"]["code"] == "ReferralClosed"
+    assert pc_sim.closed_edits_refused == 2
+    assert pc_sim.referrals[referral_id]["substatus"] == "Won"

@@ -288,3 +288,50 @@ def test_the_page_says_when_salesforce_is_retiring_the_configured_login(store: S
     get_settings.cache_clear()
     mine = login_health(get_settings())
     assert (mine["state"], mine["summary"]) == ("ok", "client credentials login at acme.my.salesforce.com")
+
+
+LEAKS = {
+    "access_token": "https://login.example/cb#access_token=AT-leak-1&expires_in=3599",
+    "refresh_token": "token request failed: grant_type=refresh_token&refresh_token=RT-leak-2&scope=x",
+    "client_secret": 'Entra said {"client_secret": "CS-leak-3", "error": "invalid_client"}',
+    "key": "relay to https://relay.example/hook?key=KEY-leak-4 refused",
+    "authorization": "request headers: Authorization: Bearer AUTH-leak-5.eyJ; x-functions-key: FK-leak-6",
+    "signature": '{"Authorization": "Signature SIG-leak-7=="}',
+    "session": "Salesforce answered 401 for session 00D5g000004XyZa!AQ4AQSF-leak-8.Zz_x",
+}
+"""Texts carrying every kind of secret a remote service may echo into an error, each value marked `leak`."""
+
+
+def test_no_secret_in_any_text_the_page_status_json_and_terminal_show(store: Store) -> None:
+    from shared.models.records import DeadLetter
+
+    seed(store, now=NOW)
+    for index, (name, text) in enumerate(LEAKS.items()):
+        store.dead_letters.put(DeadLetter(kind="referral", key=f"referral-leak-{name}", reason=text, attempts=5,
+                                          payload={"referral_id": f"r-{name}"}))
+        store.synclog.append(SyncLogEntry(at=NOW - dt.timedelta(seconds=index), direction="both",
+                                          outcome=SyncOutcome.FAILED, referral_id=f"r-{name}", message=text))
+        store.links.create(Link(referral_id=f"r-{name}", opportunity_id=f"006LEAK{index:011d}"))
+        store.state.put(SyncState(referral_id=f"r-{name}", opportunity_id=f"006LEAK{index:011d}", last_error=text))
+    everything = " | ".join(LEAKS.values())
+    for name in ("salesforce-poll", "partner-center-token"):
+        doc = store.status.get(name)
+        doc.data = {**doc.data, "last_error": everything, "last_error_at": NOW.isoformat()}
+        store.status.put(doc)
+
+    def failing_registration() -> WebhookRegistration:
+        raise Unavailable(everything)
+
+    report = collect(store, webhook=failing_registration, own_url=OWN, now=NOW)
+    shown = {"page": render_page(report, nonce="n0nce"), "status.json": json.dumps(report, ensure_ascii=False),
+             "terminal": render_text(report)}
+
+    for where, text in shown.items():
+        leaked = [value for value in ("AT-leak-1", "RT-leak-2", "CS-leak-3", "KEY-leak-4", "AUTH-leak-5", "FK-leak-6",
+                                      "SIG-leak-7", "AQ4AQSF-leak-8") if value in text]
+        assert leaked == [], where
+    letters = {d["key"]: d["reason"] for d in report["dead_letters"]}
+    assert letters["referral-leak-authorization"] == "request headers: Authorization: Bearer ***; x-functions-key: ***"
+    assert letters["referral-leak-session"] == "Salesforce answered 401 for session 00D5g000004XyZa!***"
+    assert letters["referral-leak-refresh_token"] == ("token request failed: grant_type=refresh_token&refresh_token=***"
+                                                      "&scope=x")

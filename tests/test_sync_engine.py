@@ -257,28 +257,6 @@ def test_several_matching_accounts_are_not_guessed_between(sync_world: SyncWorld
     assert len(report.changes["account_candidates"]) == 2
 
 
-def test_related_referral_events_update_the_partners_opportunity(sync_world: SyncWorld) -> None:
-    opportunity_id = seller_opportunity(sync_world.sf)
-    sync_world.engine.sync_opportunity(opportunity_id)
-    ours = sync_world.referral_for(opportunity_id)
-    # Microsoft's referral in the same co-sell engagement (the simulator does not make it by itself).
-    microsoft = sync_world.pc.create_incoming({"engagementId": ours["engagementId"], "name": "Microsoft side"})
-    sync_world.pc.update_as_microsoft(ours["id"], {"details": {"notes": "Microsoft joined"}})
-
-    report = sync_world.engine.sync_referral(microsoft["id"], related=True)
-
-    assert report.referral_id == ours["id"] and report.outcome is SyncOutcome.UPDATED
-    assert sync_world.opportunity(opportunity_id)["Description"] == "Microsoft joined"
-    assert len(sync_world.sf.query("SELECT Id FROM Opportunity")) == 1  # none made for Microsoft's referral
-
-
-def test_related_referral_of_an_unknown_engagement_is_skipped(sync_world: SyncWorld) -> None:
-    stranger = sync_world.pc.create_incoming()
-    report = sync_world.engine.sync_referral(stranger["id"], related=True)
-    assert report.outcome is SyncOutcome.SKIPPED
-    assert sync_world.sf.query("SELECT Id FROM Opportunity") == []
-
-
 def test_sharing_an_opportunity_keeps_the_sellers_stage_and_accepts_the_referral(sync_world: SyncWorld) -> None:
     opportunity_id = seller_opportunity(sync_world.sf, StageName="Proposal/Price Quote")
 
@@ -291,3 +269,76 @@ def test_sharing_an_opportunity_keeps_the_sellers_stage_and_accepts_the_referral
     assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
     assert (sync_world.opportunity(opportunity_id)["SystemModstamp"],
             sync_world.referral(referral["id"])["eTag"]) == before
+
+
+def test_a_conflict_partner_centers_policy_wins_is_settled_its_way_even_when_salesforce_is_newer(
+        sync_world: SyncWorld, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import time
+
+    from shared.mapping import Mapping
+    from shared.settings import APP_ROOT
+
+    document = json.loads((APP_ROOT / "mappings" / "salesforce.json").read_text(encoding="utf-8"))
+    deal = next(f for f in document["opportunity"]["fields"] if f["key"] == "dealValue")
+    deal["policy"] = "partner_center"
+    (tmp_path / "mapping.json").write_text(json.dumps(document), encoding="utf-8")
+    sync_world.engine.mapping = Mapping.load(tmp_path / "mapping.json", describe=sync_world.engine.sf.org_schema)
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.pc.update_as_microsoft(referral_id, {"details": {"dealValue": 200}})
+    time.sleep(1.1)  # the seller's edit is the newer one: only the policy can make Partner Center win
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 300})
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert report.outcome is SyncOutcome.CONFLICT
+    assert [(c["key"], c["winner"]) for c in report.changes["conflicts"]] == [("dealValue", "partner_center")]
+    assert sync_world.opportunity(opportunity_id)["Amount"] == 200
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 200
+    assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE
+
+
+def test_an_accepted_referral_closed_lost_in_salesforce_is_lost_not_declined(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    assert (sync_world.referral(referral_id)["status"], sync_world.referral(referral_id)["substatus"]) == (
+        "Active", "Accepted")
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Lost",
+                                                         "Decline_Reason__c": "Customer chose another vendor"})
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    referral = sync_world.referral(referral_id)
+    assert report.outcome is SyncOutcome.UPDATED
+    assert (referral["status"], referral["substatus"]) == ("Closed", "Lost")
+    assert referral["statusReason"] == "Customer chose another vendor"
+    assert sync_world.opportunity(opportunity_id)["StageName"] == "Closed Lost"
+    assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE
+
+
+def test_the_connector_never_sends_a_change_to_a_closed_referral(sync_world: SyncWorld) -> None:
+    sync_world.pc.refuse_closed_edits = True  # stricter than the reference: any PATCH of a closed referral fails
+    won_id, won_referral = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", won_id, {"StageName": "Closed Won"})
+    assert sync_world.engine.sync_opportunity(won_id).outcome is SyncOutcome.UPDATED
+    assert sync_world.referral(won_referral)["substatus"] == "Won"
+    expired = sync_world.pc.create_incoming({"name": "Expires"})
+    expired_id = sync_world.engine.sync_referral(expired["id"]).opportunity_id
+    sync_world.pc.expire(expired["id"])
+    sync_world.engine.sync_referral(expired["id"])
+    assert sync_world.opportunity(expired_id)["StageName"] == "Closed Lost"
+
+    # Sellers keep editing closed deals: a field, and a move to the other closed stage (Closed -> Closed).
+    sync_world.sf.update("Opportunity", won_id, {"Amount": 1, "Description": "after the win", "StageName": "Closed Lost"})
+    sync_world.sf.update("Opportunity", expired_id, {"Amount": 2, "StageName": "Closed Won"})
+    reports = [sync_world.engine.sync_opportunity(won_id), sync_world.engine.sync_opportunity(expired_id)]
+
+    assert sync_world.pc.closed_edits_refused == 0
+    assert all("not sent to Partner Center" in report.message for report in reports), reports
+    assert sync_world.referral(won_referral)["details"]["dealValue"] == 125000
+    assert (sync_world.opportunity(won_id)["StageName"], sync_world.opportunity(won_id)["Amount"]) == (
+        "Closed Won", 125000)  # put back to Partner Center's values
+    assert sync_world.opportunity(expired_id)["StageName"] == "Closed Lost"
+    for opportunity_id in (won_id, expired_id):  # the next sync puts the ✔ back; after that, nothing to do
+        sync_world.engine.sync_opportunity(opportunity_id)
+        assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    assert sync_world.pc.closed_edits_refused == 0

@@ -288,3 +288,26 @@ def test_an_unreadable_referral_is_a_dead_letter_and_the_reconcile_goes_on(
     assert process_referral(services, {"referral_id": odd["id"], "source": "replay"}) is None
     again = sync_world.store.dead_letters.get(f"referral-{odd['id']}")
     assert again is not None and again.attempts == 1 and "cannot read" in again.reason
+
+
+def test_a_create_claim_left_by_a_run_that_died_is_taken_over_only_after_the_patience_window(
+        sync_world: SyncWorld) -> None:
+    from shared.models.records import CreateClaim
+    from shared.sync.engine import INTENT_PATIENCE
+
+    engine = sync_world.engine
+    referral = sync_world.pc.create_incoming()
+    claimed_at = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
+    sync_world.store.create_claims.put(CreateClaim(referral_id=referral["id"], claimed_at=claimed_at))
+
+    engine.clock = lambda: claimed_at + INTENT_PATIENCE - dt.timedelta(milliseconds=1)
+    with pytest.raises(Conflict):  # the run that claimed it may still be creating: not a second opportunity
+        engine.sync_referral(referral["id"])
+    assert sync_world.sf.query("SELECT Id FROM Opportunity") == []
+
+    engine.clock = lambda: claimed_at + INTENT_PATIENCE
+    report = engine.sync_referral(referral["id"])  # that run died: this one takes the claim over
+
+    assert report.outcome is SyncOutcome.CREATED
+    assert len(sync_world.sf.query("SELECT Id FROM Opportunity")) == 1
+    assert sync_world.store.create_claims.get(referral["id"]) is None

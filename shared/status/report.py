@@ -51,16 +51,34 @@ and shared/salesforce/budget.py (literal here so gathering imports none of the c
 
 OK, WARNING, ERROR, UNKNOWN = "ok", "warning", "error", "unknown"
 
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:code|sig|token|access_token|client_secret|key)=)[^&\s\"'<>]+")
+_SECRET_NAMES = r"code|sig|token|access_token|refresh_token|id_token|client_secret|client_assertion|assertion|" \
+                r"password|key|secret|session_id|sessionid|sid"
+_SECRET_PATTERNS = [
+    # A query or form parameter: `?code=...`, `&refresh_token=...`, `client_secret=...` (also x-functions-key=).
+    (re.compile(rf"(?i)(?<![A-Za-z0-9])((?:{_SECRET_NAMES})=)[^&\s\"'<>,;]+"), r"\1***"),
+    # A JSON member: `"access_token": "..."`.
+    (re.compile(rf"(?i)(\"(?:{_SECRET_NAMES})\"\s*:\s*\")[^\"]*"), r"\1***"),
+    # An HTTP header: `Authorization: Bearer ...`, `x-functions-key: ...` (the scheme is kept, not the credential).
+    (re.compile(r"(?i)\b((?:authorization|proxy-authorization|x-functions-key|ocp-apim-subscription-key)\"?\s*[:=]\s*"
+                r"\"?(?:(?:bearer|basic|signature|sharedkey|oauth)\s+)?)[^\s\"'<>,;]+"), r"\1***"),
+    # A bare bearer token or Salesforce session id (`00D...!AQ...`: the org id, then the secret part).
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/!]+=*"), r"\1***"),
+    (re.compile(r"\b(00D[A-Za-z0-9]{12,15}!)[A-Za-z0-9._\-]+"), r"\1***"),
+]
 
 
 def redact(text: str | None) -> str:
-    """`text` with the values of secret-looking query parameters (`?code=`, `sig=`, ...) replaced by `***`.
+    """`text` with every secret-looking value replaced by `***`: query and form parameters (`?code=`, `sig=`,
+    `access_token=`, `refresh_token=`, `client_secret=`, `key=`...), the same names as JSON members, the
+    credential of an `Authorization` header or any bearer token, and a Salesforce session id.
 
     Messages are written without secrets already; this is the second line of defence for whatever a remote
-    service or a future message puts in a URL.
+    service or a future message puts into a text the page, `status.json` or the CLI show.
     """
-    return _SECRET_QUERY.sub(r"\1***", text or "")
+    text = text or ""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def ago(when: dt.datetime | str | None, now: dt.datetime) -> str:
@@ -290,7 +308,7 @@ def dead_letter_row(letter: DeadLetter) -> dict[str, Any]:
         subject = f"relay to {redact(payload.get('url_shown')) or 'a downstream URL'}"
     else:
         record = payload.get(f"{letter.kind}_id")
-        subject = f"{letter.kind} {record}" if record else letter.kind
+        subject = redact(f"{letter.kind} {record}") if record else letter.kind
     return {"key": letter.key, "kind": letter.kind, "subject": subject, "reason": redact(letter.reason),
             "attempts": letter.attempts, "first_failed_at": _iso(letter.first_failed_at),
             "last_failed_at": _iso(letter.last_failed_at), "replayable": letter.kind in QUEUES}

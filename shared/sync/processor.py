@@ -31,7 +31,31 @@ KINDS = {"referral": (REFERRAL_QUEUE, "referral_id", PC_TO_SF),
 
 
 def process_referral(services: Services, message: dict[str, Any]) -> SyncReport | None:
+    if str(message.get("event", "")).startswith("related-referral"):
+        return _process_related(services, message)
     return _process(services, "referral", message)
+
+
+def _process_related(services: Services, message: dict[str, Any]) -> SyncReport | None:
+    """An event about a related referral of a co-sell engagement: sync each of the partner's referrals in
+    that engagement as work of its own (its own retries, its own dead letter), so one that keeps failing
+    never holds the others back nor makes them sync again."""
+    record_id = str(message["referral_id"])
+    attempt = int(message.get("attempt", 0)) + 1
+    try:
+        partner = services.sync_engine.partner_referrals(record_id)
+    except Exception as exc:  # noqa: BLE001 - a retry or a dead letter, by decide()
+        _fail(services, "referral", record_id, message, attempt, exc)
+        return None
+    if not partner:
+        log.info("sync referral %s: a related referral of an engagement that is not synced", record_id)
+        return SyncReport(SyncOutcome.SKIPPED, PC_TO_SF, referral_id=record_id,
+                          message="a related referral of an engagement that is not synced")
+    reports = [_process(services, "referral", {"referral_id": partner_id, "event": "referral-updated",
+                                               "source": message.get("source") or "related",
+                                               "related_referral_id": record_id})
+               for partner_id in partner]
+    return next((report for report in reports if report is not None), None)
 
 
 def process_opportunity(services: Services, message: dict[str, Any]) -> SyncReport | None:
@@ -40,29 +64,19 @@ def process_opportunity(services: Services, message: dict[str, Any]) -> SyncRepo
 
 def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncReport | None:
     """Sync one record; returns the report, or None when the failure was handled (retry or dead letter)."""
-    queue, id_field, direction = KINDS[kind]
-    record_id = str(message[id_field])
+    record_id = str(message[KINDS[kind][1]])
     attempt = int(message.get("attempt", 0)) + 1
     try:
         engine = services.sync_engine  # may raise ConfigError: that too becomes a dead letter with its reason
         if kind == "referral":
-            related = str(message.get("event", "")).startswith("related-referral")
-            report, millis = timed(lambda: engine.sync_referral(record_id, related=related))
+            report, millis = timed(lambda: engine.sync_referral(record_id))
         elif message.get("urgent"):
             with services.salesforce.urgent():
                 report, millis = timed(lambda: engine.sync_opportunity(record_id))
         else:
             report, millis = timed(lambda: engine.sync_opportunity(record_id))
     except Exception as exc:  # noqa: BLE001 - every failure becomes a retry or a dead letter, by decide()
-        decision = decide(exc, attempt, services.settings.cosell_max_attempts)
-        if not isinstance(decision, GiveUp):
-            log.warning("sync %s %s failed (attempt %d), retrying in %.0f s: %s", kind, record_id, attempt,
-                        decision.delay_seconds, decision.reason)
-            services.queues.send(queue, {**message, "attempt": attempt}, delay_seconds=int(decision.delay_seconds))
-            return None
-        log.error("sync %s %s gave up after %d attempt(s): %s", kind, record_id, attempt, decision.reason,
-                  exc_info=not isinstance(exc, ConnectorError))  # a bug's stack trace, for the logs only
-        _give_up(services, kind, record_id, message, attempt, decision.reason, direction)
+        _fail(services, kind, record_id, message, attempt, exc)
         return None
     if report.outcome is not SyncOutcome.NO_CHANGE:
         services.store.synclog.append(SyncLogEntry(
@@ -72,6 +86,21 @@ def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncRepo
     log.info("sync %s %s: %s %s (%.0f ms)", kind, record_id, report.outcome.value,
              ",".join(k for k in report.changes if k != "conflicts"), millis)
     return report
+
+
+def _fail(services: Services, kind: str, record_id: str, message: dict[str, Any], attempt: int,
+          exc: Exception) -> None:
+    """Re-queue the message with back-off, or keep it as a dead letter, as `decide` says."""
+    queue, _, direction = KINDS[kind]
+    decision = decide(exc, attempt, services.settings.cosell_max_attempts)
+    if not isinstance(decision, GiveUp):
+        log.warning("sync %s %s failed (attempt %d), retrying in %.0f s: %s", kind, record_id, attempt,
+                    decision.delay_seconds, decision.reason)
+        services.queues.send(queue, {**message, "attempt": attempt}, delay_seconds=int(decision.delay_seconds))
+        return
+    log.error("sync %s %s gave up after %d attempt(s): %s", kind, record_id, attempt, decision.reason,
+              exc_info=not isinstance(exc, ConnectorError))  # a bug's stack trace, for the logs only
+    _give_up(services, kind, record_id, message, attempt, decision.reason, direction)
 
 
 def _give_up(services: Services, kind: str, record_id: str, message: dict[str, Any], attempts: int,
