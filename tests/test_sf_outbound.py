@@ -1,0 +1,168 @@
+"""Salesforce Outbound Messages, parsed and decided without I/O: the envelope, hostile XML, the org check.
+
+Envelopes come from the simulator's builder (the shape of Salesforce's Outbound Messaging WSDL) and from a
+literal copy of that shape, so the parser and the simulator cannot agree on something Salesforce never sends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sandbox.sf_outbound import envelope
+from shared.errors import InvalidInput
+from shared.salesforce.outbound import (
+    MAX_BODY_BYTES,
+    BodyTooLarge,
+    Refused,
+    accept,
+    ack,
+    parse_outbound,
+    record_push,
+    same_org,
+)
+from shared.salesforce.push import MISSED_AFTER
+
+ORG = "00DHs0000000001IAA"
+OPP = "006Hs00000000AAIAQ"
+SOLUTION = "a00Hs00000000AAIAQ"
+
+WSDL_SHAPED = f"""<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+    xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>{ORG}</OrganizationId>
+   <ActionId>04kHs0000000001IAA</ActionId>
+   <SessionId xsi:nil="true"/>
+   <EnterpriseUrl>https://example.my.salesforce.com/services/Soap/c/64.0/00DHs0000000001</EnterpriseUrl>
+   <PartnerUrl>https://example.my.salesforce.com/services/Soap/u/64.0/00DHs0000000001</PartnerUrl>
+   <Notification>
+    <Id>04lHs00000000AAIAQ</Id>
+    <sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+     <sf:Id>{OPP}</sf:Id>
+    </sObject>
+   </Notification>
+  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>""".encode()
+
+
+def _message(count: int, *, sobject: str = "Opportunity", org: str = ORG) -> bytes:
+    return envelope(org_id=org, action_id="04kHs0000000001IAA", base_url="https://sim", notifications=[
+        (f"04lHs{i:010d}IAQ", sobject, {"Id": f"006Hs{i:010d}IAQ"}) for i in range(count)])
+
+
+def _accept(body: bytes, org_id: str | None = ORG):  # noqa: ANN202 - the Accepted of the module
+    return accept(parse_outbound(body), org_id=org_id, opportunity_object="Opportunity",
+                  solution_object="Microsoft_Solution__c")
+
+
+def test_the_wsdl_shaped_message_gives_its_ids() -> None:
+    message = parse_outbound(WSDL_SHAPED)
+    assert message.organization_id == ORG
+    assert [(n.notification_id, n.sobject, n.record_id) for n in message.notifications] == [
+        ("04lHs00000000AAIAQ", "Opportunity", OPP)]
+    assert _accept(WSDL_SHAPED).opportunity_ids == [OPP]
+
+
+def test_a_hundred_notifications_are_taken_and_repeats_collapse() -> None:
+    accepted = _accept(_message(100))
+    assert len(accepted.opportunity_ids) == 100
+    twice = envelope(org_id=ORG, action_id="04kHs0000000001IAA", base_url="https://sim", notifications=[
+        ("04lHs0000000001IAQ", "Opportunity", {"Id": OPP}), ("04lHs0000000002IAQ", "Opportunity", {"Id": OPP})])
+    assert _accept(twice).opportunity_ids == [OPP]
+
+
+def test_solution_rows_are_kept_apart_for_a_fresh_read_of_their_parent() -> None:
+    body = envelope(org_id=ORG, action_id="04kHs0000000001IAA", base_url="https://sim", notifications=[
+        ("04lHs0000000001IAQ", "Microsoft_Solution__c", {"Id": SOLUTION, "Opportunity__c": "006Hs0000000ZZZIAQ"})])
+    accepted = _accept(body)
+    assert accepted.opportunity_ids == [] and accepted.solution_ids == [SOLUTION]  # the parent is not trusted
+
+
+def test_more_than_a_hundred_notifications_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="at most 100"):
+        parse_outbound(_message(101))
+
+
+@pytest.mark.parametrize(("configured", "reason"), [
+    ("00DHs0000000999IAA", "not the configured org"),
+    (None, "SALESFORCE_ORG_ID is not set"),
+    ("", "SALESFORCE_ORG_ID is not set"),
+])
+def test_another_org_or_no_configured_org_is_refused(configured: str | None, reason: str) -> None:
+    with pytest.raises(Refused, match=reason):
+        _accept(_message(1), configured)
+
+
+def test_the_org_id_matches_in_its_15_and_18_character_forms_and_case_matters() -> None:
+    assert same_org(ORG, ORG[:15]) and same_org(ORG[:15], ORG)
+    assert not same_org(ORG, ORG.lower())
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>
+<notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>&lol3;</OrganizationId>
+</notifications></soapenv:Body></soapenv:Envelope>"""
+EXTERNAL_ENTITY = WSDL_SHAPED.replace(
+    b'<?xml version="1.0" encoding="UTF-8"?>',
+    b'<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE x [<!ENTITY ext SYSTEM "file:///etc/passwd">]>').replace(
+    b"<ActionId>04kHs0000000001IAA</ActionId>", b"<ActionId>&ext;</ActionId>")
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (BILLION_LAUGHS, "DTD or entities"),
+    (EXTERNAL_ENTITY, "DTD or entities"),
+    (b"<soapenv:Envelope", "not well-formed"),
+    (b"", "empty"),
+    (b"\xff\xfe<x/>", "not well-formed"),
+    (b'{"ids": ["006Hs00000000AAIAQ"]}', "not well-formed"),
+    (b"<Envelope/>", "SOAP 1.1 Envelope"),
+    (WSDL_SHAPED.replace(b"2005/09/outbound", b"2005/09/elsewhere"), "Body/notifications"),
+    (WSDL_SHAPED.replace(ORG.encode(), b"00D' OR 1=1 --xx"), "OrganizationId"),
+    (WSDL_SHAPED.replace(OPP.encode(), b"006' OR Id != '"), "no valid Id"),
+    (WSDL_SHAPED.replace(b' xsi:type="sf:Opportunity"', b""), "xsi:type"),
+    (_message(0), "no Notification"),
+])
+def test_hostile_or_malformed_bodies_are_refused_with_the_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(InvalidInput, match=reason):
+        parse_outbound(body)
+
+
+def test_a_ten_megabyte_body_is_refused_before_parsing() -> None:
+    body = WSDL_SHAPED + b" " * (10 * 1024 * 1024)
+    with pytest.raises(BodyTooLarge):
+        parse_outbound(body)
+    assert len(_message(100)) < MAX_BODY_BYTES // 10  # the largest real message is far below the limit
+
+
+def test_notifications_of_an_object_that_is_not_synced_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="Account"):
+        _accept(_message(1, sobject="Account"))
+    with pytest.raises(InvalidInput, match="not Opportunity ids"):
+        _accept(envelope(org_id=ORG, action_id="04kHs0000000001IAA", base_url="https://sim", notifications=[
+            ("04lHs0000000001IAQ", "Opportunity", {"Id": "001Hs00000000AAIAQ"})]))
+
+
+def test_the_ack_is_what_the_wsdl_asks_for() -> None:
+    from sandbox.sf_outbound import acknowledged
+
+    class Answer:
+        status_code, content = 200, ack()
+
+    assert acknowledged(Answer())  # type: ignore[arg-type]
+    assert b"<Ack>true</Ack>" in ack()
+
+
+def test_push_health_counts_receipts_refusals_and_misses() -> None:
+    at = dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc)
+    data = record_push({}, at=at, received=3)
+    data = record_push(data, at=at + MISSED_AFTER, refused="OrganizationId 00D... is not the configured org")
+    data = record_push(data, at=at + 2 * MISSED_AFTER, missed=OPP)
+    assert data["received"] == 3 and data["last_received_at"] == at.isoformat()
+    assert data["refused"] == 1 and "configured org" in data["last_refused_reason"]
+    assert data["missed"] == 1 and data["last_missed_opportunity"] == OPP
