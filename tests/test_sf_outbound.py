@@ -166,3 +166,38 @@ def test_push_health_counts_receipts_refusals_and_misses() -> None:
     assert data["received"] == 3 and data["last_received_at"] == at.isoformat()
     assert data["refused"] == 1 and "configured org" in data["last_refused_reason"]
     assert data["missed"] == 1 and data["last_missed_opportunity"] == OPP
+
+
+def _poll_message(saved: dt.datetime) -> dict:
+    return {"opportunity_id": OPP, "source": "salesforce-opportunities",
+            "modstamp": saved.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+
+
+def test_a_change_only_the_poll_delivered_long_after_the_save_counts_as_missed_by_push() -> None:
+    from shared.models.records import SyncOutcome
+    from shared.salesforce.push import push_missed
+
+    now = dt.datetime(2026, 12, 3, 12, tzinfo=dt.timezone.utc)
+    old, fresh = _poll_message(now - MISSED_AFTER - dt.timedelta(seconds=1)), _poll_message(now - dt.timedelta(seconds=5))
+    assert push_missed(old, SyncOutcome.UPDATED, push_configured=True, now=now)
+    assert not push_missed(old, SyncOutcome.NO_CHANGE, push_configured=True, now=now)  # push got there first
+    assert not push_missed(old, SyncOutcome.UPDATED, push_configured=False, now=now)  # no push to miss
+    assert not push_missed(fresh, SyncOutcome.UPDATED, push_configured=True, now=now)  # the poll was just quicker
+    assert not push_missed({**old, "source": "outbound"}, SyncOutcome.UPDATED, push_configured=True, now=now)
+
+
+def test_the_status_page_tells_push_health_in_words() -> None:
+    from shared.models.records import StatusDoc
+    from shared.status.report import ERROR, OK, UNKNOWN, WARNING, push_health
+
+    now = dt.datetime(2026, 12, 3, 12, tzinfo=dt.timezone.utc)
+    assert push_health(None, now, configured=False)["state"] == UNKNOWN
+    received = record_push({}, at=now - dt.timedelta(minutes=2), received=4)
+    assert push_health(StatusDoc(name="p", data=received), now, configured=True)["state"] == OK
+    refused = record_push(received, at=now - dt.timedelta(minutes=1),
+                          refused="OrganizationId 00DXX is not the configured org ?code=secret")
+    health = push_health(StatusDoc(name="p", data=refused), now, configured=True)
+    assert health["state"] == ERROR and "configured org" in health["summary"] and "secret" not in health["summary"]
+    missed = record_push(received, at=now - dt.timedelta(minutes=1), missed=OPP)
+    health = push_health(StatusDoc(name="p", data=missed), now, configured=True)
+    assert health["state"] == WARNING and OPP in health["summary"]

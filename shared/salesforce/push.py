@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import Conflict, ConnectorError, InvalidInput
-from shared.models.records import StatusDoc, utcnow
+from shared.models.records import StatusDoc, SyncOutcome, utcnow
 from shared.salesforce.outbound import (
     PUSH_DOC,
     BodyTooLarge,
@@ -109,22 +109,28 @@ def _refuse(services: Services, status: int, reason: str, clock: Callable[[], dt
     return Answer(status, fault(reason))
 
 
-def note_missed(store: Store, opportunity_id: str, modstamp: str | None, *, now: dt.datetime) -> bool:
-    """Record, when it applies, that the poll delivered a change push should have delivered.
-
-    Returns:
-        Whether it was recorded: the change was saved more than MISSED_AFTER before `now`.
-    """
-    if not modstamp:
+def push_missed(payload: dict[str, Any], outcome: SyncOutcome, *, push_configured: bool, now: dt.datetime) -> bool:
+    """Whether a finished sync shows a change push should have delivered: push is configured, the poll
+    found it, the sync had something to do, and the row was saved more than MISSED_AFTER before now (push
+    delivers in seconds, so with push working the poll's sync of it finds nothing left to do)."""
+    if not push_configured or not is_poll_message(payload) or outcome is SyncOutcome.NO_CHANGE:
+        return False
+    if outcome not in (SyncOutcome.CREATED, SyncOutcome.UPDATED, SyncOutcome.CONFLICT):
         return False
     try:
-        saved = dt.datetime.fromisoformat(modstamp.replace("Z", "+00:00").replace("+0000", "+00:00"))
+        saved = dt.datetime.fromisoformat(str(payload.get("modstamp")).replace("Z", "+00:00"))
     except ValueError:
         return False
-    if now - saved < MISSED_AFTER:
-        return False
-    _update(store, lambda data: record_push(data, at=now, missed=opportunity_id))
-    return True
+    return now - saved >= MISSED_AFTER
+
+
+def note_missed(store: Store, opportunity_id: str, *, now: dt.datetime) -> None:
+    """Record a change the poll delivered that push should have (shown on the status page), best effort."""
+    try:
+        _update(store, lambda data: record_push(data, at=now, missed=opportunity_id))
+    except Exception as exc:  # noqa: BLE001 - the sync is done; this is the status page's bookkeeping
+        log.info("push status not recorded: %s", type(exc).__name__)
+    log.warning("the poll delivered a change of opportunity %s that push should have delivered", opportunity_id)
 
 
 def is_poll_message(payload: dict[str, Any]) -> bool:
@@ -161,4 +167,5 @@ def _update(store: Store, change: Callable[[dict[str, Any]], dict[str, Any] | No
         log.info("push status not recorded: another instance recorded its own at the same time")
 
 
-__all__ = ["MISSED_AFTER", "Answer", "is_poll_message", "note_missed", "receive", "solution_parents"]
+__all__ = ["MISSED_AFTER", "Answer", "is_poll_message", "note_missed", "push_missed", "receive",
+           "solution_parents"]
