@@ -201,3 +201,74 @@ def test_the_status_page_tells_push_health_in_words() -> None:
     missed = record_push(received, at=now - dt.timedelta(minutes=1), missed=OPP)
     health = push_health(StatusDoc(name="p", data=missed), now, configured=True)
     assert health["state"] == WARNING and OPP in health["summary"]
+
+
+class _Queues:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[dict] = []
+        self.fail = fail
+
+    def send(self, queue: str, payload: dict, **_: object) -> None:
+        from shared.errors import Unavailable
+
+        if self.fail:
+            raise Unavailable("Queue storage is not reachable")
+        self.sent.append(payload)
+
+
+class _Salesforce:
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows, self.queries = rows, []
+
+    def urgent(self):  # noqa: ANN201 - a context manager, as SalesforceClient.urgent()
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def query(self, soql: str, *, include_deleted: bool = False):  # noqa: ANN201
+        self.queries.append((soql, include_deleted))
+        return iter(self.rows)
+
+
+class _Status:
+    def get(self, name: str) -> None:
+        return None
+
+    def put(self, doc: object) -> None:
+        pass
+
+
+def _services(queues: _Queues, salesforce: _Salesforce | None = None):  # noqa: ANN202 - a stand-in for Services
+    from types import SimpleNamespace
+
+    from shared.mapping import Mapping
+    from shared.settings import APP_ROOT
+
+    return SimpleNamespace(settings=SimpleNamespace(salesforce_org_id=ORG), queues=queues,
+                           salesforce=salesforce or _Salesforce([]), store=SimpleNamespace(status=_Status()),
+                           mapping=Mapping.load(APP_ROOT / "mappings" / "salesforce.json"))
+
+
+def test_the_ack_comes_only_after_every_id_is_queued_else_a_5xx_without_ack() -> None:
+    from shared.salesforce.push import receive
+
+    queues = _Queues()
+    answer = receive(_services(queues), _message(3))
+    assert answer.status == 200 and b"<Ack>true</Ack>" in answer.body
+    assert [m["opportunity_id"] for m in queues.sent] == [f"006Hs{i:010d}IAQ" for i in range(3)]
+    assert all(m["urgent"] and m["source"] == "outbound" for m in queues.sent)
+
+    failing = receive(_services(_Queues(fail=True)), _message(3))
+    assert failing.status == 503 and b"<Ack>" not in failing.body and b"not reachable" in failing.body
+
+
+def test_a_solution_rows_parent_is_read_fresh_deleted_rows_included() -> None:
+    from shared.salesforce.push import receive
+
+    queues, salesforce = _Queues(), _Salesforce([{"Id": SOLUTION, "Opportunity__c": OPP}])
+    body = envelope(org_id=ORG, action_id="04kHs0000000001IAA", base_url="https://sim", notifications=[
+        ("04lHs0000000001IAQ", "Microsoft_Solution__c", {"Id": SOLUTION, "Opportunity__c": "006Hs0000000ZZZIAQ"})])
+    assert receive(_services(queues, salesforce), body).status == 200
+    assert [m["opportunity_id"] for m in queues.sent] == [OPP]  # the org's answer, not the message's field
+    soql, include_deleted = salesforce.queries[0]
+    assert include_deleted and f"Id IN ('{SOLUTION}')" in soql and "Sync_with_Partner_Center__c = true" in soql
