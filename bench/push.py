@@ -28,7 +28,9 @@ from shared.settings import PUSH_POLL_SCHEDULE
 
 POLL_WITHOUT_PUSH = "0 */1 * * * *"
 """The poll's default without push (COSELL_SF_POLL_SCHEDULE in local.settings.example.json and infra)."""
-BURST_TIMEOUT = 120.0
+BURST_TIMEOUT = 900.0
+"""Seconds after the last save for the rest to arrive: a burst above Partner Center's pace (the client-side
+COSELL_PC_RATE_LIMIT) queues up, and every save must still arrive."""
 
 
 def _push_to(world: BenchWorld) -> None:

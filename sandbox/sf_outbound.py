@@ -274,6 +274,7 @@ class Outbox:
                     notification = _Pending(make_id("04l", next(self._ids)), trigger, record["Id"], now, now)
                     for copy in self._apply_faults(notification):
                         self.pending.append(copy)
+            del self.log[:-1000]
             self._lock.notify_all()
 
     def _apply_faults(self, notification: _Pending) -> list[_Pending]:
