@@ -129,13 +129,15 @@ def _count(items: Iterable[Any], cap: int = COUNT_CAP) -> tuple[int, bool]:
 
 # Health of each side --------------------------------------------------------------------------------------
 
-def poll_health(doc: StatusDoc | None, now: dt.datetime, *, stale: dt.timedelta = POLL_STALE) -> dict[str, Any]:
-    """The Salesforce poll: when it last succeeded, and its error if the latest run failed."""
+def poll_health(doc: StatusDoc | None, now: dt.datetime, *, stale: dt.timedelta = POLL_STALE,
+                schedule: str | None = None) -> dict[str, Any]:
+    """The Salesforce poll: when it last succeeded, and its error if the latest run failed (and its schedule:
+    every minute, or every 15 minutes once Salesforce pushes)."""
     if doc is None:
-        return {"state": UNKNOWN, "summary": "has not run yet"}
+        return {"state": UNKNOWN, "summary": "has not run yet", **({"schedule": schedule} if schedule else {})}
     data = doc.data
     last_success, last_error = data.get("last_success"), data.get("last_error")
-    facts = {"last_success": last_success, "last_error": redact(last_error) or None,
+    facts = {**({"schedule": schedule} if schedule else {}), "last_success": last_success, "last_error": redact(last_error) or None,
              "last_error_at": data.get("last_error_at"), "read": data.get("read"), "handed_on": data.get("handed_on")}
     if last_error:
         return {"state": ERROR, "summary": f"failing ({ago(data.get('last_error_at'), now)}): {redact(last_error)}",
@@ -355,7 +357,7 @@ def _links(store: Store, search: str | None) -> tuple[list[dict[str, Any]], int,
 
 def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], own_url: str | None = None,
             dry_run: bool = False, search: str | None = None, now: dt.datetime | None = None,
-            push_configured: bool = False) -> dict[str, Any]:
+            push_configured: bool = False, poll_schedule: str | None = None) -> dict[str, Any]:
     """Everything the status page shows, as JSON-ready data.
 
     Args:
@@ -366,6 +368,7 @@ def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], 
         search: a referral or opportunity id to find among all links (beyond the LINK_LIMIT listed).
         now: the time (tests pass a fixed one).
         push_configured: SALESFORCE_ORG_ID is set (Salesforce pushes; the poll is a 15-minute safety net).
+        poll_schedule: the poll's NCRONTAB schedule, shown with its health.
 
     Raises:
         Unavailable: Table Storage cannot be reached (nothing else is worth showing then).
@@ -384,7 +387,7 @@ def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], 
         "generated_at": now.isoformat(),
         "dry_run": dry_run,
         "health": {
-            "salesforce_poll": poll_health(status.get(POLL_DOC), now,
+            "salesforce_poll": poll_health(status.get(POLL_DOC), now, schedule=poll_schedule,
                                            stale=PUSH_POLL_STALE if push_configured else POLL_STALE),
             "salesforce_push": push_health(status.get(PUSH_DOC), now, configured=push_configured),
             "partner_center_reconcile": reconcile_health(status.get(RECONCILE_DOC), now),
@@ -423,7 +426,8 @@ def collect_for(services: Services, *, base_url: str | None = None, search: str 
     """`collect` with the process's clients: what the routes and the CLI call."""
     return collect(services.store, webhook=lambda: services.webhooks.get_registration(),
                    own_url=own_receiver_url(services, base_url), dry_run=services.settings.cosell_dry_run,
-                   search=search, push_configured=bool(services.settings.salesforce_org_id))
+                   search=search, push_configured=bool(services.settings.salesforce_org_id),
+                   poll_schedule=services.settings.poll_schedule)
 
 
 __all__ = [
