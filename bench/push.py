@@ -164,6 +164,8 @@ def rows(world: BenchWorld, *, samples: int, calls_per_poll: float, saves: int, 
                   f"before (poll every minute): {idle.before:,} · after (push + poll every 15 min): {idle.after:,} "
                   f"({idle.calls_per_poll:.0f} calls a poll; push: 0 for an idle org)", "fewer",
                   "✔" if idle.after < idle.before else "✖"))
+    if saves <= 0:
+        return found
     result = burst(world, saves, seconds)
     lat = result.latencies
     text = (f"{result.saves:,} saves in {result.seconds:.0f} s: {result.arrived:,} reached Partner Center, "
