@@ -163,7 +163,7 @@ def test_push_health_counts_receipts_refusals_and_misses() -> None:
     data = record_push({}, at=at, received=3)
     data = record_push(data, at=at + MISSED_AFTER, refused="OrganizationId 00D... is not the configured org")
     data = record_push(data, at=at + 2 * MISSED_AFTER, missed=OPP)
-    assert data["received"] == 3 and data["last_received_at"] == at.isoformat()
+    assert data["last_batch"] == 3 and data["last_received_at"] == at.isoformat()
     assert data["refused"] == 1 and "configured org" in data["last_refused_reason"]
     assert data["missed"] == 1 and data["last_missed_opportunity"] == OPP
 
@@ -193,7 +193,8 @@ def test_the_status_page_tells_push_health_in_words() -> None:
     now = dt.datetime(2026, 12, 3, 12, tzinfo=dt.timezone.utc)
     assert push_health(None, now, configured=False)["state"] == UNKNOWN
     received = record_push({}, at=now - dt.timedelta(minutes=2), received=4)
-    assert push_health(StatusDoc(name="p", data=received), now, configured=True)["state"] == OK
+    health = push_health(StatusDoc(name="p", data=received), now, configured=True)
+    assert health["state"] == OK and "2 min ago (a call of 4 notifications)" in health["summary"]
     refused = record_push(received, at=now - dt.timedelta(minutes=1),
                           refused="OrganizationId 00DXX is not the configured org ?code=secret")
     health = push_health(StatusDoc(name="p", data=refused), now, configured=True)
@@ -272,3 +273,19 @@ def test_a_solution_rows_parent_is_read_fresh_deleted_rows_included() -> None:
     assert [m["opportunity_id"] for m in queues.sent] == [OPP]  # the org's answer, not the message's field
     soql, include_deleted = salesforce.queries[0]
     assert include_deleted and f"Id IN ('{SOLUTION}')" in soql and "Sync_with_Partner_Center__c = true" in soql
+
+
+def test_a_connector_that_cannot_load_its_mapping_answers_503_so_salesforce_retries() -> None:
+    from shared.errors import ConfigError
+    from shared.salesforce.push import receive
+
+    class Unconfigured:
+        settings = _services(_Queues()).settings
+        store = _services(_Queues()).store
+
+        @property
+        def mapping(self) -> None:
+            raise ConfigError("mapping mappings/salesforce.json has 1 problem(s)")
+
+    answer = receive(Unconfigured(), _message(1))  # type: ignore[arg-type]
+    assert answer.status == 503 and b"<Ack>" not in answer.body and b"mapping" in answer.body

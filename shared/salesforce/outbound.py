@@ -196,12 +196,13 @@ def fault(reason: str, *, client: bool = True) -> bytes:
 
 def record_push(data: dict[str, Any], *, at: dt.datetime, received: int = 0, refused: str | None = None,
                 missed: str | None = None) -> dict[str, Any]:
-    """The push status document after one event: a batch received, a refusal (why), or a change the poll
-    found that push should have delivered (which opportunity). Counts accumulate; times are ISO strings."""
+    """The push status document after one event: a batch received (its size), a refusal (why), or a change
+    the poll found that push should have delivered (which opportunity). Refusals and misses are counted;
+    receipts are not (a busy stream records its time only now and then); times are ISO strings."""
     updated = dict(data)
     when = at.isoformat()
     if received:
-        updated.update(last_received_at=when, received=int(updated.get("received", 0)) + received)
+        updated.update(last_received_at=when, last_batch=received)
     if refused is not None:
         updated.update(last_refused_at=when, last_refused_reason=refused[:300],
                        refused=int(updated.get("refused", 0)) + 1)

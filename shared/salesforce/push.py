@@ -88,6 +88,9 @@ def receive(services: Services, body: bytes, *, clock: Callable[[], dt.datetime]
         return _refuse(services, 400, str(exc), clock)
     except Refused as exc:
         return _refuse(services, 403, str(exc), clock)
+    except ConnectorError as exc:  # the mapping or a setting cannot load: not the message's fault, retry later
+        log.error("outbound message not acknowledged (Salesforce retries it): %s", exc)
+        return Answer(503, fault(f"not queued, retry later: {exc}", client=False))
     try:
         with services.salesforce.urgent():
             parents = solution_parents(services.salesforce, mapping, accepted.solution_ids)

@@ -162,7 +162,7 @@ def push_health(doc: StatusDoc | None, now: dt.datetime, *, configured: bool) ->
                            "deploy the Flows, salesforce/README.md)"}
     data = doc.data if doc is not None else {}
     facts = {"configured": True, "last_received_at": data.get("last_received_at"),
-             "received": data.get("received", 0), "refused": data.get("refused", 0),
+             "last_batch": data.get("last_batch"), "refused": data.get("refused", 0),
              "last_refused_at": data.get("last_refused_at"),
              "last_refused_reason": redact(data.get("last_refused_reason")) or None,
              "missed": data.get("missed", 0), "last_missed_at": data.get("last_missed_at"),
@@ -181,8 +181,8 @@ def push_health(doc: StatusDoc | None, now: dt.datetime, *, configured: bool) ->
         return {"state": UNKNOWN, **facts, "summary": "configured; no outbound message received yet"}
     extra = f"; {plural(int(facts['refused']), 'refusal')}, latest: {facts['last_refused_reason']}" \
         if facts["refused"] else ""
-    return {"state": OK, **facts, "summary": f"last notification {ago(received, now)}; "
-                                             f"{plural(int(facts['received']), 'notification')} received{extra}"}
+    batch = f" (a call of {plural(int(facts['last_batch']), 'notification')})" if facts["last_batch"] else ""
+    return {"state": OK, **facts, "summary": f"last outbound message {ago(received, now)}{batch}{extra}"}
 
 
 def reconcile_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
