@@ -65,7 +65,8 @@ def test_collect_reports_every_side_counts_and_lists(store: Store) -> None:
     health = report["health"]
     assert {key: item["state"] for key, item in health.items()} == {
         "salesforce_poll": "ok", "partner_center_reconcile": "ok", "partner_center_token": "ok",
-        "webhook": "ok", "salesforce_budget": "ok"}
+        "webhook": "ok", "salesforce_budget": "ok", "salesforce_push": "unknown"}
+    assert health["salesforce_push"]["summary"].startswith("not configured: the poll delivers")
     assert health["salesforce_poll"]["summary"] == "last success 1 min ago; 3 rows read, 3 opportunities queued"
     assert health["partner_center_reconcile"]["summary"] == "last run 9 min ago: 12 referrals listed, 3 items queued"
     assert health["partner_center_token"]["summary"] == (

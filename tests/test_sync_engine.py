@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.models.records import SyncOutcome
 from tests.fixtures.connector import SyncWorld, seller_opportunity
 
@@ -342,3 +344,25 @@ def test_the_connector_never_sends_a_change_to_a_closed_referral(sync_world: Syn
         sync_world.engine.sync_opportunity(opportunity_id)
         assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
     assert sync_world.pc.closed_edits_refused == 0
+
+
+def test_a_sync_that_lost_the_race_after_writing_still_reports_its_writes(sync_world: SyncWorld) -> None:
+    """Pushed changes make concurrent syncs of one opportunity common: the one whose state save loses the race
+    after its writes re-merges and finds nothing left to do, but the sync log must still show what it wrote."""
+    from shared.errors import Conflict
+
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 130000})
+    save, saves = sync_world.engine._save_state, []
+
+    def another_run_saved_first(*args: Any, **kwargs: Any) -> Any:
+        saves.append(kwargs.get("pending"))
+        if len(saves) == 2:  # the save after the writes (the first one announces them)
+            raise Conflict("another run saved the pair's state meanwhile")
+        return save(*args, **kwargs)
+
+    sync_world.engine._save_state = another_run_saved_first  # type: ignore[method-assign]
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 130000
+    assert report.outcome is SyncOutcome.UPDATED and "dealValue" in report.changes

@@ -18,6 +18,7 @@ from shared.status.report import ERROR, OK, UNKNOWN, WARNING, ago
 
 HEALTH_TITLES = {
     "salesforce_poll": "Salesforce poll",
+    "salesforce_push": "Salesforce push",
     "partner_center_reconcile": "Partner Center reconcile",
     "partner_center_token": "Partner Center token",
     "webhook": "Webhook registration",

@@ -196,15 +196,19 @@ class SyncEngine:
         if link is None:
             link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
         written: dict[str, dict[str, Any]] = {}
+        wrote: SyncReport | None = None
         for _ in range(MAX_CONFLICT_ROUNDS):
             try:
-                return self._sync_once(referral, opportunity, link, state, headline=headline, first_base=first_base,
-                                       written=written)
+                report = self._sync_once(referral, opportunity, link, state, headline=headline,
+                                         first_base=first_base, written=written)
+                # A re-merge that finds its own writes done has nothing to add: the report is the writes'.
+                return wrote if wrote is not None and report.outcome is SyncOutcome.NO_CHANGE else report
             except Conflict as exc:
                 # Writes this sync made before it lost the race may have landed after newer ones (a Salesforce
                 # update stalled inside the call): the re-merge counts them as its own, not as edits.
                 for side, values in getattr(exc, "written", {}).items():
                     written.setdefault(side, {}).update(values)
+                wrote = getattr(exc, "report", None) or wrote
                 state = self.store.state.get(link.referral_id)
                 referral = self.pc.get_referral(link.referral_id)
                 fresh = self._read_opportunity(link.opportunity_id)
@@ -258,6 +262,7 @@ class SyncEngine:
             self._save_state(state, link, plan.merged, etag)
         except Conflict as exc:
             exc.written = pending_writes(plan)  # type: ignore[attr-defined] - read by _sync_linked
+            exc.report = report  # type: ignore[attr-defined] - what was written, for the sync log
             raise
         return report
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConnectorError
 from shared.models.records import DeadLetter, SyncLogEntry, SyncOutcome, utcnow
+from shared.salesforce.push import note_missed, push_missed
 from shared.store.queues import OPPORTUNITY_QUEUE, REFERRAL_QUEUE
 from shared.sync.engine import PC_TO_SF, SF_TO_PC, SyncReport, timed
 from shared.sync.failures import GiveUp, decide
@@ -83,6 +84,10 @@ def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncRepo
             direction=report.direction, outcome=report.outcome, referral_id=report.referral_id,
             opportunity_id=report.opportunity_id, changes=report.changes, message=report.message,
             duration_ms=millis, request_ids=report.request_ids))
+    if kind == "opportunity":
+        now = utcnow()
+        if push_missed(message, report.outcome, push_configured=bool(services.settings.salesforce_org_id), now=now):
+            note_missed(services.store, record_id, now=now)
     log.info("sync %s %s: %s %s (%.0f ms)", kind, record_id, report.outcome.value,
              ",".join(k for k in report.changes if k != "conflicts"), millis)
     return report
