@@ -3,6 +3,8 @@
 Why azure.functions' own indexing API (`get_functions()`, `get_trigger()`, ...): it is what the real
 Python worker calls, so defaults (route = function name, the app's auth level) and errors (a function
 without a trigger, two functions with one name) are the real ones, not our reading of the decorators.
+Then every rule the real worker and host apply (sandbox/host_rules.py) is checked first, so the local host
+never runs a function Azure would refuse; only then what this host itself cannot run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import azure.functions as func
 
+from sandbox import host_rules
 from shared.errors import ConfigError
 
 log = logging.getLogger("sandbox.host")
@@ -63,13 +66,17 @@ def index_app(app: func.FunctionApp) -> list[HostedFunction]:
     call on the same app object reports every function as a duplicate; the real worker calls it once.
 
     Raises:
-        ConfigError: a trigger or binding the local host does not run, or a parameter it cannot fill.
+        ConfigError: what the real worker or host refuses (the first problem, and how many there are), then
+            a trigger or binding the local host does not run, or a parameter it cannot fill.
     """
     if app not in _indexed:
         try:
             _indexed[app] = app.get_functions()
         except ValueError as exc:  # the library's own indexing errors (no trigger, duplicate name)
             raise ConfigError(f"the app does not index: {exc}") from None
+    if problems := []:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"Azure would refuse this app: {problems[0]}{more}")
     return [_hosted(function) for function in _indexed[app]]
 
 
