@@ -35,7 +35,8 @@ import azure.functions.timer as func_timer
 from sandbox import ncrontab
 from sandbox.host_config import HostConfig, resolve_settings
 from sandbox.host_http import HttpFrontEnd, Route
-from sandbox.host_index import HTTP, QUEUE, TIMER, HostedFunction, index_app, invoke, log_invocation
+from sandbox.host_index import (HTTP, QUEUE, TIMER, HostedFunction, index_app, invoke, log_invocation,
+                                refuse_what_azure_refuses)
 from sandbox.host_queues import QueuePoller, connection_string
 from shared.errors import ConfigError, ConnectorError
 from shared.settings import load_local_settings
@@ -135,10 +136,13 @@ class FunctionHost:
         Nothing starts unless everything is valid, so a bad setting never leaves half a host running.
 
         Raises:
-            ConfigError: an unsupported binding, a missing `%SETTING%`, a bad schedule or queue name.
+            ConfigError: first whatever the real Functions host would refuse (sandbox/host_rules.py: bindings,
+                routes, a missing `%SETTING%`, a bad schedule or queue name, an unset queue connection), then
+                an unsupported binding or a connection only Azure can make.
             Unavailable: the port is taken or queue storage cannot be reached.
         """
         env = dict(os.environ)
+        refuse_what_azure_refuses(self.app, env, self.config.route_prefix)
         functions = index_app(self.app)
         try:
             routes = [Route.compile(f, self.config.route_prefix) for f in functions if f.kind == HTTP]

@@ -3,6 +3,10 @@
 Why a module of its own: the real host reads these before it runs anything, and a mistake in them
 (a bad timespan, a `%SETTING%` nobody set) must stop the host with one line naming it, not surface
 later as a stack trace inside a poller thread.
+
+host.json is also checked against the official host.json schema (SchemaStore's, vendored in
+sandbox/schemas/, see its README), version 2.0 only: the v4 host refuses a host.json without
+`"version": "2.0"` (HostJsonFileConfigurationSource.InitializeHostConfig, Azure/azure-functions-host).
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from shared.errors import ConfigError
 
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
 _SETTING_REF = re.compile(r"%([^%]+)%")
+HOST_JSON_SCHEMA = Path(__file__).resolve().parent / "schemas" / "host.schema.json"
 
 
 def parse_timespan(value: Any, where: str) -> float:
@@ -110,7 +117,33 @@ class HostConfig:
         prefix = http.get("routePrefix", cls.route_prefix)
         if not isinstance(prefix, str):
             raise ConfigError(f"{source}: extensions.http.routePrefix must be a string")
-        return cls(route_prefix=prefix.strip("/"), queues=QueueOptions.from_json(queues))
+        config = cls(route_prefix=prefix.strip("/"), queues=QueueOptions.from_json(queues))
+        if document and (problem := host_json_problem(document)):  # an empty host.json is the default one
+            raise ConfigError(f"{source}: {problem}")
+        return config
 
 
-__all__ = ["HostConfig", "QueueOptions", "parse_timespan", "resolve_settings"]
+def host_json_problem(document: Any) -> str | None:
+    """The first thing in a host.json document the official schema (version 2.0) refuses, or None."""
+    error = jsonschema.exceptions.best_match(_host_json_validator().iter_errors(document))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    return f"host.json {where or '(the document)'} does not match the host.json schema: {error.message}"
+
+
+_validator: jsonschema.Draft7Validator | None = None
+
+
+def _host_json_validator() -> jsonschema.Draft7Validator:
+    """The schema's `version-2` definition (its top level is oneOf version 1 or 2, whose errors say nothing)."""
+    global _validator
+    if _validator is None:
+        schema = json.loads(HOST_JSON_SCHEMA.read_text(encoding="utf-8"))
+        schema.pop("oneOf")
+        _validator = jsonschema.Draft7Validator({**schema, "$ref": "#/definitions/version-2"})
+    return _validator
+
+
+__all__ = ["HOST_JSON_SCHEMA", "HostConfig", "QueueOptions", "host_json_problem", "parse_timespan",
+           "resolve_settings"]

@@ -3,8 +3,9 @@
 Why azure.functions' own indexing API (`get_functions()`, `get_trigger()`, ...): it is what the real
 Python worker calls, so defaults (route = function name, the app's auth level) and errors (a function
 without a trigger, two functions with one name) are the real ones, not our reading of the decorators.
-Then every rule the real worker and host apply (sandbox/host_rules.py) is checked first, so the local host
-never runs a function Azure would refuse; only then what this host itself cannot run.
+Before anything runs, `refuse_what_azure_refuses` applies every rule the real worker and host apply
+(sandbox/host_rules.py, with the same settings), so the local host never runs an app Azure would not start;
+only then does `index_app` check what this host itself cannot run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ log = logging.getLogger("sandbox.host")
 
 HTTP, TIMER, QUEUE = "httpTrigger", "timerTrigger", "queueTrigger"
 _HTTP_OUTPUT = "http"
+REFUSED = "the real Functions host would refuse this app:"
 _indexed: weakref.WeakKeyDictionary[func.FunctionApp, list[Any]] = weakref.WeakKeyDictionary()
 
 
@@ -59,25 +61,43 @@ class Outcome:
     duration_ms: float
 
 
+def refuse_what_azure_refuses(app: func.FunctionApp, settings: Mapping[str, str], route_prefix: str) -> None:
+    """Check the app's functions as the real Python worker reports them against the real host's rules.
+
+    Args:
+        settings: the app settings the host would run with (`%SETTING%` references, queue connections).
+        route_prefix: host.json's routePrefix, part of every route template the host parses.
+
+    Raises:
+        ConfigError: the first problem, and how many more there are.
+    """
+    problems = host_rules.problems(host_rules.metadata(_functions(app)), settings, route_prefix=route_prefix)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"{REFUSED} {problems[0]}{more}")
+
+
 def index_app(app: func.FunctionApp) -> list[HostedFunction]:
     """The app's functions, checked for what the local host can run.
 
+    Raises:
+        ConfigError: a trigger or binding the local host does not run, or a parameter it cannot fill.
+    """
+    return [_hosted(function) for function in _functions(app)]
+
+
+def _functions(app: func.FunctionApp) -> list[Any]:
+    """`app.get_functions()`, once per app.
+
     Why cached per app: `FunctionApp.get_functions()` records names to reject duplicates, so a second
     call on the same app object reports every function as a duplicate; the real worker calls it once.
-
-    Raises:
-        ConfigError: what the real worker or host refuses (the first problem, and how many there are), then
-            a trigger or binding the local host does not run, or a parameter it cannot fill.
     """
     if app not in _indexed:
         try:
             _indexed[app] = app.get_functions()
         except ValueError as exc:  # the library's own indexing errors (no trigger, duplicate name)
             raise ConfigError(f"the app does not index: {exc}") from None
-    if problems := []:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(f"Azure would refuse this app: {problems[0]}{more}")
-    return [_hosted(function) for function in _indexed[app]]
+    return _indexed[app]
 
 
 def _hosted(function: Any) -> HostedFunction:
@@ -138,4 +158,5 @@ def log_invocation(function: HostedFunction, outcome: Outcome, detail: str, resu
             words, outcome.duration_ms, outcome.invocation_id)
 
 
-__all__ = ["HTTP", "QUEUE", "TIMER", "HostedFunction", "Outcome", "index_app", "invoke", "log_invocation"]
+__all__ = ["HTTP", "QUEUE", "REFUSED", "TIMER", "HostedFunction", "Outcome", "index_app", "invoke", "log_invocation",
+           "refuse_what_azure_refuses"]

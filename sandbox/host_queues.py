@@ -32,27 +32,26 @@ _LEASE_SECONDS = 300
 """How long a received message stays hidden while its function runs (the real host renews; we do not)."""
 _MIN_POLL_SECONDS = 0.1
 _DEFAULT_CONNECTION = "AzureWebJobsStorage"
-_COSELL_CONNECTION = "COSELL_STORAGE"
-_IDENTITY_KEYS = ("accountName", "queueServiceUri")
+_PREFIX = "AzureWebJobs"
+_IDENTITY_KEYS = ("accountName", "queueServiceUri", "serviceUri")
 
 
 def connection_string(setting: str | None, env: Mapping[str, str], function: str) -> str:
-    """The connection string a trigger's `connection` names.
+    """The connection string a trigger's `connection` names, looked up where the real queue extension looks:
+    AzureWebJobs<name>, then <name>; no name means AzureWebJobsStorage.
 
-    Why the COSELL_STORAGE fallback: the connector's settings document that COSELL_STORAGE defaults
-    to AzureWebJobsStorage, and the local host must agree with them. An identity-based connection
-    (`<name>__accountName`) would win over that fallback on Azure, so here it is an error, not ignored.
+    Why no fallback from COSELL_STORAGE to AzureWebJobsStorage (which the connector's own settings make): the
+    real host has none, so a queue trigger whose connection is unset never runs there (sandbox/host_rules.py).
+    An identity-based connection (`<name>__accountName`, ...) is what Azure uses; locally it is an error.
     """
-    names = [setting or _DEFAULT_CONNECTION]
-    if names[0] == _COSELL_CONNECTION:
-        names.append(_DEFAULT_CONNECTION)
-    for name in names:
-        if env.get(name):
-            return env[name]
-        if identity := next((f"{name}__{key}" for key in _IDENTITY_KEYS if env.get(f"{name}__{key}")), None):
+    name = setting or _DEFAULT_CONNECTION.removeprefix(_PREFIX)
+    for candidate in (_PREFIX + name, name):
+        if env.get(candidate):
+            return env[candidate]
+        if identity := next((f"{candidate}__{key}" for key in _IDENTITY_KEYS if env.get(f"{candidate}__{key}")), None):
             raise ConfigError(f"function {function}: {identity} asks for an identity-based connection, which "
-                              f"only Azure provides: locally, leave it empty and set {name} to a connection string")
-    raise ConfigError(f"function {function}: connection setting {' or '.join(names)} is not set: add the "
+                              f"only Azure provides: locally, set {name} to a connection string")
+    raise ConfigError(f"function {function}: connection setting {name} is not set: add the "
                       "storage connection string to local.settings.json (Values) or the environment")
 
 

@@ -14,9 +14,14 @@ runs; nothing fails loudly. Two programs read the app there, and this module sta
   properties (route template, schedule, queue name, `%SETTING%` references, the storage connection).
 
 Sources: Azure/azure-functions-python-worker @7e6acf36 and Azure/azure-functions-host @89dc438d (the files
-named above); Microsoft Learn "Azure Queue storage trigger for Azure Functions" (identity-based
-connections), "Timer trigger for Azure Functions" (NCRONTAB, `%setting%`), "Routing in ASP.NET Core" (route
-templates). Everything returns problems as sentences, so a test can list them and the local host can refuse.
+named above, plus FunctionDescriptorProvider.cs for unregistered binding types and
+WebScriptHostHttpRoutesManager.cs for routes); Azure/azure-webjobs-sdk-extensions
+`src/WebJobs.Extensions.Http/Routing/WebJobsRouteBuilder.cs` (prefix + '/' + route); dotnet/aspnetcore
+`src/Http/Routing/src/Patterns/RoutePatternParser.cs` and `RouteParameterParser.cs` (route templates);
+Azure/azure-sdk-for-net `sdk/extensions/Microsoft.Azure.WebJobs.Extensions.Clients/src/Shared/
+StorageClientProvider.cs` (storage connections); Microsoft Learn "Azure Queue storage trigger for Azure
+Functions" (identity-based connections) and "Timer trigger for Azure Functions" (NCRONTAB, `%setting%`).
+Everything returns problems as sentences, so a test can list them and the local host can refuse.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from sandbox import ncrontab
 
 HTTP_TRIGGER, TIMER_TRIGGER, QUEUE_TRIGGER = "httpTrigger", "timerTrigger", "queueTrigger"
 RETURN = "$return"
+DEFAULT_ROUTE_PREFIX = "api"
 # Utility.cs: FunctionNameValidationRegex and BindingNameValidationRegex (note: no "_" in a binding name).
 _FUNCTION_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,127}$(?<!^host$)", re.IGNORECASE)
 _BINDING_NAME = re.compile(r"^([a-zA-Z][a-zA-Z0-9]{0,127}|\$return)$")
@@ -46,8 +52,8 @@ _AUTH_LEVELS = {"anonymous", "user", "function", "system", "admin"}
 _RESERVED_ROUTES = ("admin", "runtime")
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 _SETTING = re.compile(r"%([^%]+)%")
-# Identity-based connection of a storage queue trigger: <connection>__queueServiceUri, or its alias
-# __serviceUri; __accountName is honoured for storage connections (AzureWebJobsStorage and others).
+# Identity-based connection of a storage queue trigger (StorageClientProvider.TryGetServiceUri and the Azure
+# client factory): <connection>__accountName, __queueServiceUri, or __serviceUri.
 QUEUE_IDENTITY_SUFFIXES = ("__queueServiceUri", "__serviceUri", "__accountName")
 
 
@@ -88,14 +94,16 @@ def metadata(functions: Iterable[Any]) -> list[FunctionMetadata]:
             for f in functions]
 
 
-def problems(functions: list[FunctionMetadata], settings: Mapping[str, str] | None = None) -> list[str]:
+def problems(functions: list[FunctionMetadata], settings: Mapping[str, str] | None = None, *,
+             route_prefix: str = DEFAULT_ROUTE_PREFIX) -> list[str]:
     """Everything the worker and the host would refuse, one sentence each, naming the function.
 
     Args:
         settings: the app settings; None checks the bindings alone (no `%SETTING%` or connection checks).
+        route_prefix: host.json's extensions.http.routePrefix, which every HTTP route template starts with.
     """
     found = [f"function {f.name}: {p}" for f in functions for p in worker_problems(f)]
-    found += [f"function {f.name}: {p}" for f in functions for p in binding_problems(f, settings)]
+    found += [f"function {f.name}: {p}" for f in functions for p in binding_problems(f, settings, route_prefix)]
     return found + route_conflicts(functions)
 
 
@@ -136,8 +144,10 @@ def worker_problems(function: FunctionMetadata) -> list[str]:
             found.append(f"binding {name}: {problem}")
     if return_type and "return" in annotations:
         returned = annotations["return"]
-        if not isinstance(returned, type) or not _registry(return_type).check_output_type_annotation(returned):
-            found.append(f'Python return annotation {returned!r} does not match binding type "{return_type}"')
+        if not isinstance(returned, type):
+            found.append(f"has invalid non-type return annotation {returned!r}")
+        elif not _registry(return_type).check_output_type_annotation(returned):
+            found.append(f'Python return annotation "{returned.__name__}" does not match binding type "{return_type}"')
     return found
 
 
@@ -196,7 +206,8 @@ def known_binding_types() -> frozenset[str]:
     return frozenset(name.lower() for cls in subclasses(Binding) if (name := cls.get_binding_name()))
 
 
-def binding_problems(function: FunctionMetadata, settings: Mapping[str, str] | None) -> list[str]:
+def binding_problems(function: FunctionMetadata, settings: Mapping[str, str] | None,
+                     route_prefix: str = DEFAULT_ROUTE_PREFIX) -> list[str]:
     """The host's checks of one function's metadata, then of its trigger's properties."""
     found: list[str] = []
     if not _FUNCTION_NAME.match(function.name):
@@ -222,12 +233,12 @@ def binding_problems(function: FunctionMetadata, settings: Mapping[str, str] | N
     elif len(triggers) > 1:
         found.append("multiple trigger bindings defined; a function can only have a single trigger binding")
     else:
-        found += _trigger_problems(function, triggers[0], settings)
+        found += _trigger_problems(function, triggers[0], settings, route_prefix)
     return found
 
 
 def _trigger_problems(function: FunctionMetadata, trigger: dict[str, Any],
-                      settings: Mapping[str, str] | None) -> list[str]:
+                      settings: Mapping[str, str] | None, route_prefix: str) -> list[str]:
     kind = trigger["type"]
     if kind == HTTP_TRIGGER:
         level = trigger.get("authLevel")
@@ -236,7 +247,8 @@ def _trigger_problems(function: FunctionMetadata, trigger: dict[str, Any],
         route = http_route(function)
         if route.strip("/").lower().startswith(_RESERVED_ROUTES):
             found.append(f"route '{route}' conflicts with one or more built-in routes (admin, runtime)")
-        return found + [f"route '{route}': {p}" for p in route_template_problems(route)]
+        template = host_route_template(route, route_prefix)
+        return found + [f"route template '{template}': {p}" for p in route_template_problems(template)]
     if kind == TIMER_TRIGGER:
         return _schedule_problems(str(trigger.get("schedule") or ""), settings)
     if kind == QUEUE_TRIGGER:
@@ -253,43 +265,46 @@ def resolve(value: str, settings: Mapping[str, str]) -> tuple[str, list[str]]:
 def _schedule_problems(schedule: str, settings: Mapping[str, str] | None) -> list[str]:
     if not schedule:
         return ["a timer trigger needs a schedule"]
-    if settings is None:
+    if settings is None and _SETTING.search(schedule):
         return []
-    expression, missing = resolve(schedule, settings)
+    expression, missing = resolve(schedule, settings or {})
     if missing:
         return [f"'%{name}%' in the schedule does not resolve to a value: set app setting {name}" for name in missing]
     try:
         ncrontab.parse(expression)
     except ncrontab.CronError as exc:
-        return [f"schedule {schedule}: {exc}"]
+        return [f"{exc} (from {schedule})" if schedule != expression else str(exc)]
     return []
 
 
 def _queue_problems(trigger: dict[str, Any], settings: Mapping[str, str] | None) -> list[str]:
-    queue = str(trigger.get("queueName") or "")
-    if not queue:
+    """The queue name, once its `%SETTING%`s resolve (QueueClient name rules), and the storage connection."""
+    written = str(trigger.get("queueName") or "")
+    if not written:
         return ["a queue trigger needs a queueName"]
-    found: list[str] = []
-    if settings is not None:
-        queue, missing = resolve(queue, settings)
-        found += [f"'%{name}%' in the queue name does not resolve to a value: set app setting {name}"
-                  for name in missing]
-    if not _SETTING.search(str(trigger["queueName"])) or settings is not None:
-        if queue and not _QUEUE_NAME.match(queue):
-            found.append(f"{queue!r} is not a valid queue name (3-63 lower-case letters, digits and single hyphens)")
-    if settings is not None:
-        connection = trigger.get("connection") or "AzureWebJobsStorage"
-        if not storage_connection_is_set(connection, settings):
-            found.append(f"storage connection '{connection}' is not set: set {connection} (a connection string) "
-                         f"or {connection}__queueServiceUri (identity-based)")
+    if settings is None and _SETTING.search(written):
+        return []
+    queue, missing = resolve(written, settings or {})
+    found = [f"'%{name}%' in the queue name does not resolve to a value: set app setting {name}" for name in missing]
+    if not missing and not _QUEUE_NAME.match(queue):
+        found.append(f"{queue!r} is not a valid queue name (3-63 lower-case letters, digits and single hyphens)")
+    connection = trigger.get("connection") or "AzureWebJobsStorage"
+    if settings is not None and not storage_connection_is_set(connection, settings):
+        found.append(f"storage connection '{connection}' is not set: set {connection} (a connection string) "
+                     f"or {connection}__queueServiceUri (identity-based)")
     return found
 
 
 def storage_connection_is_set(connection: str, settings: Mapping[str, str]) -> bool:
-    """Whether the host finds a storage connection named `connection`: the setting itself or AzureWebJobs<name>
-    (a connection string), or one of its identity-based settings. There is no fallback to another connection."""
-    return any(settings.get(name) for name in (connection, f"AzureWebJobs{connection}")) or \
-        any(settings.get(connection + suffix) for suffix in QUEUE_IDENTITY_SUFFIXES)
+    """Whether the queue extension finds a storage connection named `connection`.
+
+    StorageClientProvider.Get reads the configuration section AzureWebJobs<name>, else <name>: a connection
+    string as its value, or an identity-based connection under it (`__accountName` or `__queueServiceUri`,
+    read by TryGetServiceUri; `__serviceUri`, read by the Azure client factory). Only an empty name means
+    AzureWebJobsStorage: a named connection has no fallback to it.
+    """
+    return any(settings.get(prefix + connection + suffix) for prefix in ("AzureWebJobs", "")
+               for suffix in ("", *QUEUE_IDENTITY_SUFFIXES))
 
 
 # --- HTTP routes -----------------------------------------------------------------------------------------------
@@ -297,8 +312,8 @@ def storage_connection_is_set(connection: str, settings: Mapping[str, str]) -> b
 
 def http_route(function: FunctionMetadata) -> str:
     """The route the host serves: the trigger's, or the function name when none is given."""
-    trigger = function.trigger or {}
-    return str(trigger.get("route") or function.name)
+    route = (function.trigger or {}).get("route")
+    return str(route) if route and str(route).strip() else function.name
 
 
 def http_methods(function: FunctionMetadata) -> frozenset[str]:
@@ -326,65 +341,141 @@ def route_conflicts(functions: list[FunctionMetadata]) -> list[str]:
     return found
 
 
-def route_template_problems(route: str) -> list[str]:
-    """Route template rules of ASP.NET Core routing (RoutePatternParser), which parses every route."""
-    template = route.strip("/")
-    if template.startswith("~"):
+def host_route_template(route: str, route_prefix: str) -> str:
+    """The template the host hands ASP.NET Core: WebJobsRouteBuilder.BuildRouteTemplate joins the prefix and
+    the route with '/' as written (so "/things" under "api" becomes "api//things")."""
+    return f"{route_prefix}/{route}" if route_prefix else route
+
+
+def route_template_problems(template: str) -> list[str]:
+    """What RoutePatternParser.Parse (ASP.NET Core, called by `new Route(...)` for every HTTP function) refuses
+    in a route template; it stops at the first problem, so this returns at most one."""
+    if template.startswith("~/"):
+        template = template[2:]
+    elif template.startswith("/"):
+        template = template[1:]
+    elif template.startswith("~"):
         return ["a route template cannot start with '~'"]
-    found: list[str] = []
-    parameters: list[str] = []
-    segments = template.split("/") if template else []
-    for index, segment in enumerate(segments):
-        if not segment:
+    names: set[str] = set()
+    segments: list[list[_Part]] = []
+    index = 0
+    while index < len(template):
+        if template[index] == "/":
             return ["the separator '/' cannot appear twice in a row"]
-        parts = _segment_parts(segment)
-        if parts is None:
-            return [f"segment '{segment}' has unbalanced braces or a '?' outside a parameter"]
-        previous_was_parameter = False
-        for is_parameter, text in parts:
-            if not is_parameter:
-                previous_was_parameter = False
-                continue
-            if previous_was_parameter:
-                found.append(f"segment '{segment}' has two parameters with no literal between them")
-            previous_was_parameter = True
-            name = text.lstrip("*").split(":", 1)[0].split("=", 1)[0].rstrip("?")
-            if not name or any(c in name for c in "{}/?*"):
-                found.append(f"'{{{text}}}' is not a valid parameter")
-            if text.startswith("*") and index != len(segments) - 1:
-                found.append(f"the catch-all parameter '{{{text}}}' must be in the last segment")
-            if name.lower() in parameters:
-                found.append(f"the parameter name '{name}' appears more than once")
-            parameters.append(name.lower())
-    return found
+        parts, index, problem = _parse_segment(template, index, names)
+        if problem:
+            return [problem]
+        segments.append(parts)
+        index += 1  # past the separator
+    for i, parts in enumerate(segments):
+        for j, part in enumerate(parts):
+            if part.catch_all and (i != len(segments) - 1 or j != len(parts) - 1):
+                return [f"the catch-all parameter '{{{part.text}}}' must be the last part of the last segment"]
+    return []
 
 
-def _segment_parts(segment: str) -> list[tuple[bool, str]] | None:
-    """A segment as (is_parameter, text) parts; None when its braces do not balance or '?' is loose.
-    `{{` and `}}` are literal braces."""
-    parts: list[tuple[bool, str]] = []
-    literal, i = "", 0
-    while i < len(segment):
-        char = segment[i]
-        if segment.startswith("{{", i) or segment.startswith("}}", i):
-            literal, i = literal + char, i + 2
-        elif char == "{":
-            end = segment.find("}", i)
-            if end < 0 or "{" in segment[i + 1:end]:
-                return None
-            if literal:
-                parts.append((False, literal))
-                literal = ""
-            parts.append((True, segment[i + 1:end]))
-            i = end + 1
-        elif char in "}?":
-            return None
+@dataclass(frozen=True)
+class _Part:
+    """One literal or parameter of a route segment (RoutePatternPart)."""
+
+    text: str
+    parameter: bool = False
+    catch_all: bool = False
+    optional: bool = False
+
+
+def _parse_segment(template: str, index: int, names: set[str]) -> tuple[list[_Part], int, str | None]:
+    """ParseSegment: parts until the next '/' or the end; returns them, where it stopped, and any problem."""
+    parts: list[_Part] = []
+    while index < len(template) and template[index] != "/":
+        if template[index] == "{" and not template.startswith("{{", index):
+            part, index, problem = _parse_parameter(template, index, names)
         else:
-            literal, i = literal + char, i + 1
-    return parts + [(False, literal)] if literal else parts
+            part, index, problem = _parse_literal(template, index)
+        if problem:
+            return parts, index, problem
+        parts.append(part)
+    return parts, index, _segment_problem(parts)
 
 
-__all__ = ["HTTP_TRIGGER", "QUEUE_IDENTITY_SUFFIXES", "QUEUE_TRIGGER", "RETURN", "TIMER_TRIGGER",
-           "FunctionMetadata", "binding_problems", "find_app", "http_methods", "http_route", "known_binding_types",
+def _parse_literal(template: str, index: int) -> tuple[_Part, int, str | None]:
+    start = index
+    while index < len(template) and template[index] != "/":
+        char = template[index]
+        if char in "{}":
+            if template.startswith(char * 2, index):
+                index += 2
+                continue
+            if char == "}" or index + 1 >= len(template):
+                return _Part(""), index, "a '{' or '}' has no partner (write '{{' or '}}' for a literal brace)"
+            break  # the start of a parameter
+        index += 1
+    literal = template[start:index].replace("}}", "}").replace("{{", "{")
+    if "?" in literal:
+        return _Part(literal), index, f"the literal section '{literal}' cannot contain '?'"
+    return _Part(literal), index, None
+
+
+def _parse_parameter(template: str, index: int, names: set[str]) -> tuple[_Part, int, str | None]:
+    start, index = index, index + 1
+    while True:
+        if index >= len(template):
+            return _Part(""), index, "a '{' or '}' has no partner (write '{{' or '}}' for a literal brace)"
+        if template[index] == "{":
+            if not template.startswith("{{", index):
+                return _Part(""), index, "a '{' inside a parameter must be written '{{'"
+            index += 2
+        elif template[index] == "}":
+            if not template.startswith("}}", index):
+                index += 1
+                break
+            index += 2
+        else:
+            index += 1
+    text = template[start + 1:index - 1].replace("}}", "}").replace("{{", "{")
+    catch_all, optional = text.startswith("*"), text.endswith("?")
+    name, default = _parameter_name_and_default(text)
+    if catch_all and optional:
+        return _Part(text), index, f"the catch-all parameter '{{{text}}}' cannot be optional"
+    if optional and default is not None:
+        return _Part(text), index, f"the optional parameter '{{{text}}}' cannot have a default value"
+    if not name or any(char in name for char in "/{}?*"):
+        return _Part(text), index, f"'{name}' is not a valid parameter name"
+    if name.lower() in names:
+        return _Part(text), index, f"the parameter name '{name}' appears more than once"
+    names.add(name.lower())
+    return _Part(text, parameter=True, catch_all=catch_all, optional=optional and not catch_all), index, None
+
+
+def _parameter_name_and_default(text: str) -> tuple[str, str | None]:
+    """RouteParameterParser: `*`/`**` (catch-all), the name up to ':' (constraints) or '=' (default), '?'."""
+    body = text[2:] if text.startswith("**") else text[1:] if text.startswith("*") else text
+    body = body[:-1] if body.endswith("?") else body
+    cut = next((i for i, char in enumerate(body) if char in ":=" and i > 0), len(body))
+    name, rest, depth = body[:cut], body[cut:], 0
+    for i, char in enumerate(rest):  # '=' outside a constraint's parentheses starts the default
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "=" and depth <= 0:
+            return name, rest[i + 1:]
+    return name, None
+
+
+def _segment_problem(parts: list[_Part]) -> str | None:
+    """IsSegmentValid: one catch-all alone; an optional parameter last, after '.'; no two parameters in a row."""
+    shown = "".join(f"{{{p.text}}}" if p.parameter else p.text for p in parts)
+    for i, part in enumerate(parts):
+        if part.catch_all and len(parts) > 1:
+            return f"the segment '{shown}' has a catch-all parameter and something else"
+        if part.optional and len(parts) > 1 and (i != len(parts) - 1 or parts[i - 1].text != "."
+                                                 or parts[i - 1].parameter):
+            return f"in the segment '{shown}' an optional parameter must be last and follow a '.'"
+        if part.parameter and i and parts[i - 1].parameter:
+            return f"the segment '{shown}' has two parameters with no literal between them"
+    return None
+
+
+__all__ = ["DEFAULT_ROUTE_PREFIX", "HTTP_TRIGGER", "QUEUE_IDENTITY_SUFFIXES", "QUEUE_TRIGGER", "RETURN", "TIMER_TRIGGER",
+           "FunctionMetadata", "binding_problems", "find_app", "host_route_template", "http_methods", "http_route",
+           "known_binding_types",
            "metadata", "problems", "resolve", "route_conflicts", "route_template_problems",
            "storage_connection_is_set", "worker_problems"]

@@ -169,6 +169,7 @@ class Sandbox:
             "FUNCTIONS_WORKER_RUNTIME": "python",
             "AzureWebJobsFeatureFlags": "EnableWorkerIndexing",
             "AzureWebJobsStorage": self.azurite.connection_string,
+            "COSELL_STORAGE": self.azurite.connection_string,  # the queue triggers' connection: no default
             **self.pc.settings_env(),
             **self.sf.credentials.settings_env(),
             "COSELL_MAPPING_FILE": "mappings/salesforce.json",

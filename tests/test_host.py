@@ -24,6 +24,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from sandbox.azurite import ACCOUNT, ACCOUNT_KEY, free_port
 from sandbox.host import FunctionHost, main
+from sandbox.host_index import REFUSED
 from sandbox.host_queues import connection_string
 from shared.errors import ConfigError
 from tests.apps.host_sample_app import app as sample_app
@@ -81,7 +82,8 @@ def keyed_host(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     written its marker, so they do not leak into the other tests of this module.
     """
     markers = tmp_path_factory.mktemp("markers")
-    env = {**sample_env(markers, unique_queue()), "AzureWebJobsStorage": azurite, "COSELL_LOCAL_FUNCTION_KEY": KEY}
+    env = {**sample_env(markers, unique_queue()), "AzureWebJobsStorage": azurite, "COSELL_STORAGE": azurite,
+           "COSELL_LOCAL_FUNCTION_KEY": KEY}
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
@@ -237,24 +239,24 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 
 @pytest.fixture
 def sample_settings(monkeypatch: pytest.MonkeyPatch, azurite: str, tmp_path: Path) -> dict[str, str]:
-    env = {**sample_env(tmp_path, unique_queue()), "AzureWebJobsStorage": azurite}
+    env = {**sample_env(tmp_path, unique_queue()), "AzureWebJobsStorage": azurite, "COSELL_STORAGE": azurite}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
 
 
-@pytest.mark.parametrize(("missing", "where"), [
-    ("HOST_SAMPLE_SCHEDULE", "the schedule of tick"),
-    ("HOST_SAMPLE_QUEUE", "the queue name of work"),
+@pytest.mark.parametrize(("missing", "function", "where"), [
+    ("HOST_SAMPLE_SCHEDULE", "tick", "schedule"),
+    ("HOST_SAMPLE_QUEUE", "work", "queue name"),
 ])
 def test_a_missing_percent_setting_is_one_line_naming_it(
         sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        missing: str, where: str) -> None:
+        missing: str, function: str, where: str) -> None:
     monkeypatch.delenv(missing)
     code, error = run_main(["--no-settings-file"], capsys)
     assert code == 2
-    assert error == (f"sandbox.host: setting {missing} (used as %{missing}% in {where}) is not set: "
-                     "add it to local.settings.json (Values) or the environment")
+    assert error == (f"sandbox.host: {REFUSED} function {function}: '%{missing}%' in the {where} does not resolve "
+                     f"to a value: set app setting {missing}")
 
 
 def test_a_bad_schedule_names_the_function(sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch,
@@ -262,7 +264,8 @@ def test_a_bad_schedule_names_the_function(sample_settings: dict[str, str], monk
     monkeypatch.setenv("HOST_SAMPLE_SCHEDULE", "0 */5 * * *")
     code, error = run_main(["--no-settings-file"], capsys)
     assert code == 2
-    assert error.startswith("sandbox.host: function tick: schedule '0 */5 * * *' has 5 fields") and "\n" not in error
+    assert error.startswith(f"sandbox.host: {REFUSED} function tick: schedule '0 */5 * * *' has 5 fields")
+    assert error.endswith("(from %HOST_SAMPLE_SCHEDULE%)") and "\n" not in error
 
 
 def test_a_malformed_settings_file_or_host_json_exits_2_with_one_line(
@@ -282,7 +285,7 @@ def test_a_malformed_settings_file_or_host_json_exits_2_with_one_line(
 def test_unreachable_storage_says_what_to_do(sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
-    monkeypatch.setenv("AzureWebJobsStorage", f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};"
+    monkeypatch.setenv("COSELL_STORAGE", f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};"
                        f"AccountKey={ACCOUNT_KEY};QueueEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
     code, error = run_main(["--no-settings-file"], capsys)
     assert code == 1
@@ -300,7 +303,7 @@ def test_route_prefix_comes_from_host_json_and_stop_leaves_no_thread(
         sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOST_SAMPLE_SCHEDULE", "* * * * * *")
     before = set(threading.enumerate())
-    host = FunctionHost(sample_app, host_json={"extensions": {"http": {"routePrefix": "/v1/"}}}).start()
+    host = FunctionHost(sample_app, host_json={"version": "2.0", "extensions": {"http": {"routePrefix": "/v1/"}}}).start()
     assert requests.get(f"{host.url}/v1/hello/x", timeout=5).text == "Hello, x"
     assert requests.get(f"{host.url}/api/hello/x", timeout=5).status_code == 404
     assert {t.name for t in set(threading.enumerate()) - before} >= {"host-http", "host-timer-tick", "host-queue-work"}
@@ -308,15 +311,26 @@ def test_route_prefix_comes_from_host_json_and_stop_leaves_no_thread(
     assert set(threading.enumerate()) - before == set()
 
 
-def test_queue_connection_settings_resolve_like_the_connectors_settings() -> None:
-    assert connection_string("COSELL_STORAGE", {"AzureWebJobsStorage": "web-jobs"}, "work") == "web-jobs"
+def test_queue_connection_settings_resolve_like_the_real_queue_extension() -> None:
+    # AzureWebJobs<name> first, then <name>; no name means AzureWebJobsStorage; a named one has no fallback.
     both = {"COSELL_STORAGE": "cosell", "AzureWebJobsStorage": "web-jobs"}
     assert connection_string("COSELL_STORAGE", both, "work") == "cosell"
-    with pytest.raises(ConfigError, match="connection setting OTHER is not set"):
-        connection_string("OTHER", {"AzureWebJobsStorage": "web-jobs"}, "work")
+    assert connection_string("COSELL_STORAGE", {**both, "AzureWebJobsCOSELL_STORAGE": "prefixed"}, "work") == "prefixed"
+    assert connection_string(None, both, "work") == "web-jobs"
+    with pytest.raises(ConfigError, match="connection setting COSELL_STORAGE is not set"):
+        connection_string("COSELL_STORAGE", {"AzureWebJobsStorage": "web-jobs"}, "work")
     identity = {"COSELL_STORAGE": "", "COSELL_STORAGE__accountName": "prod", "AzureWebJobsStorage": "web-jobs"}
     with pytest.raises(ConfigError, match="COSELL_STORAGE__accountName asks for an identity-based connection"):
         connection_string("COSELL_STORAGE", identity, "work")
+
+
+def test_a_queue_trigger_without_its_own_connection_is_refused_as_azure_would(
+        sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("COSELL_STORAGE")  # AzureWebJobsStorage is still set: the real host does not fall back to it
+    code, error = run_main(["--no-settings-file"], capsys)
+    assert code == 2
+    assert error == (f"sandbox.host: {REFUSED} function work: storage connection 'COSELL_STORAGE' is not set: set "
+                     "COSELL_STORAGE (a connection string) or COSELL_STORAGE__queueServiceUri (identity-based)")
 
 
 def _apps_the_local_host_refuses() -> list[tuple[func.FunctionApp, str]]:

@@ -20,6 +20,8 @@ import pytest
 import function_app
 from sandbox import host_rules
 from sandbox.host import FunctionHost
+from sandbox.host_config import HOST_JSON_SCHEMA, HostConfig, host_json_problem
+from sandbox.host_index import REFUSED
 from sandbox.host_rules import FunctionMetadata
 from shared.errors import ConfigError
 from tests.test_infra import app_settings, bicep
@@ -41,19 +43,48 @@ def the_app() -> list[FunctionMetadata]:
     return host_rules.metadata(host_rules.find_app(module).get_functions())
 
 
-def azure_settings(plan: str = "FlexConsumption") -> dict[str, str]:
-    """The app settings infra/main.bicep writes: literal values and parameter defaults (overridden by
-    main.parameters.json) as themselves, anything computed in Azure (a URI, a Key Vault reference) as set."""
+COMPUTED = "<computed in Azure>"
+
+
+def bicep_values(node: Any, parameters: dict[str, Any], *, guarded: bool = False) -> list[str]:
+    """Every value an app setting's Bicep expression can take: a literal; a parameter (main.parameters.json,
+    else its default); each branch of a condition (an empty parameter there is skipped: the branches guard
+    with `!empty(...)`); nothing for what Azure computes (a URI, a Key Vault reference)."""
+    if isinstance(node, str):
+        value = parameters.get(node, node)
+        return [] if guarded and not value else [value] if isinstance(value, str) else []
+    operator = node.get("operator", {}) if isinstance(node, dict) else {}
+    if operator.get("type") == "conditional":
+        operands = operator["operands"]
+        return [*bicep_values(operands["true_value"], parameters, guarded=True),
+                *bicep_values(operands["false_value"], parameters, guarded=True)]
+    if operator.get("type") == "not":  # pycep reads `!empty(x) ? a : b` as `!(empty(x) ? a : b)`
+        return bicep_values(operator["operands"]["bool_value"], parameters, guarded=guarded)
+    return []
+
+
+def azure_settings_variants() -> list[dict[str, str]]:
+    """The app settings infra/main.bicep writes, once per value a setting can take (the others at their
+    first), with anything computed in Azure as set."""
     main = bicep("main.bicep")
     overrides = {name: p["value"] for name, p in
                  json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"].items()}
-    settings: dict[str, str] = {}
-    for name, value in app_settings().items():
-        if isinstance(value, str) and value in main["parameters"]:
-            value = overrides.get(value, main["parameters"][value].get("default"))
-        settings[name] = value if isinstance(value, str) else "<computed in Azure>"
-    assert overrides.get("planType", main["parameters"]["planType"]["default"]) == plan
-    return settings
+    parameters = {name: overrides.get(name, p.get("default")) for name, p in main["parameters"].items()}
+    values = {name: bicep_values(expression, parameters) or [COMPUTED] for name, expression in app_settings().items()}
+    first = {name: options[0] for name, options in values.items()}
+    return [first] + [{**first, name: option} for name, options in values.items() for option in options[1:]]
+
+
+def azure_settings() -> dict[str, str]:
+    return azure_settings_variants()[0]
+
+
+def host_json() -> dict[str, Any]:
+    return json.loads((ROOT / "host.json").read_text())
+
+
+def route_prefix() -> str:
+    return host_json()["extensions"]["http"]["routePrefix"]
 
 
 # --- the real app --------------------------------------------------------------------------------------------
@@ -73,16 +104,22 @@ def test_every_function_and_binding_passes_the_worker_and_the_host() -> None:
     functions = the_app()
     assert {f.name for f in functions} >= {"health", "partner_center_events", "salesforce_poll",
                                            "partner_center_reconcile", "salesforce_opportunity_changes"}
-    assert host_rules.problems(functions) == []
+    assert host_rules.problems(functions, route_prefix=route_prefix()) == []
 
 
 def test_every_binding_resolves_with_the_app_settings_infra_writes() -> None:
-    # Schedules (%COSELL_SF_POLL_SCHEDULE%, ...) resolve to valid NCRONTAB; queue connections find their
-    # identity-based settings (COSELL_STORAGE__queueServiceUri).
+    # Schedules (%COSELL_SF_POLL_SCHEDULE%, ...) resolve to valid NCRONTAB in every branch the Bicep can take
+    # (push on or off, a schedule given or not); queue connections find their identity-based settings.
     functions = the_app()
-    assert host_rules.problems(functions, azure_settings()) == []
+    variants = azure_settings_variants()
+    assert {v["COSELL_SF_POLL_SCHEDULE"] for v in variants} == {"0 */1 * * * *", "0 */15 * * * *"}
+    for settings in variants:
+        assert host_rules.problems(functions, settings, route_prefix=route_prefix()) == []
     timers = [f for f in functions if f.trigger and f.trigger["type"] == host_rules.TIMER_TRIGGER]
     assert timers and all(f.trigger and f.trigger["schedule"].startswith("%") for f in timers)
+    queues = [f for f in functions if f.trigger and f.trigger["type"] == host_rules.QUEUE_TRIGGER]
+    assert queues and all(f.trigger and f.trigger["connection"] == "COSELL_STORAGE" for f in queues)
+    assert variants[0]["COSELL_STORAGE__queueServiceUri"] == COMPUTED and "COSELL_STORAGE" not in variants[0]
 
 
 def test_the_local_settings_example_runs_under_func_start() -> None:
@@ -128,8 +165,8 @@ def test_a_schedule_setting_must_be_six_field_ncrontab(schedule: str, problem: s
         assert found == []
     else:
         (only,) = found
-        assert only.startswith("function partner_center_reconcile: schedule %COSELL_PC_RECONCILE_SCHEDULE%")
-        assert problem in only
+        assert only.startswith(f"function partner_center_reconcile: schedule '{schedule}' {problem}")
+        assert only.endswith("(from %COSELL_PC_RECONCILE_SCHEDULE%)")
 
 
 # --- bad apps: refused by the rules and by the local host, with the same sentence ------------------------------
@@ -167,8 +204,16 @@ def _bad_apps() -> list[tuple[str, Callable[[], func.FunctionApp], str]]:
         def one(req: func.HttpRequest) -> func.HttpResponse:
             return func.HttpResponse()
 
-        @app.route(route="/things/", methods=["POST"])
+        @app.route(route="things/", methods=["POST"])
         def two(req: func.HttpRequest) -> func.HttpResponse:
+            return func.HttpResponse()
+        return app
+
+    def leading_slash() -> func.FunctionApp:
+        app = func.FunctionApp()
+
+        @app.route(route="/things")  # under routePrefix "api" the host parses "api//things"
+        def things(req: func.HttpRequest) -> func.HttpResponse:
             return func.HttpResponse()
         return app
 
@@ -226,15 +271,17 @@ def _bad_apps() -> list[tuple[str, Callable[[], func.FunctionApp], str]]:
         ("reserved route", reserved_route,
          "function reset: route 'admin/reset' conflicts with one or more built-in routes"),
         ("broken template", broken_template,
-         "function items: route 'items//{id}': the separator '/' cannot appear twice in a row"),
+         "function items: route template 'api/items//{id}': the separator '/' cannot appear twice in a row"),
+        ("leading slash", leading_slash,
+         "function things: route template 'api//things': the separator '/' cannot appear twice in a row"),
         ("same route", same_route_same_method,
          "function two: its route conflicts with the route defined by function 'one'"),
         ("extra parameter", extra_parameter,
          "function handler: parameters ['tenant'] are declared in Python but have no binding"),
         ("wrong annotation", wrong_annotation,
          'function handler: binding req: type "httpTrigger" does not match its Python annotation QueueMessage'),
-        ("wrong return", wrong_return, "function handler: Python return annotation <class 'NoneType'> does not match "
-                                       'binding type "http"'),
+        ("wrong return", wrong_return,
+         'function handler: Python return annotation "NoneType" does not match binding type "http"'),
         ("bad name", bad_name, "function host: 'host' is not a valid function name"),
         ("bad queue name", bad_queue_name, "function work: 'Referral_Changes' is not a valid queue name"),
         ("unknown type", unknown_type, "function handler: the binding type 'madeUpTrigger' is not registered"),
@@ -249,7 +296,7 @@ def test_a_binding_the_real_host_refuses_fails_here_and_in_the_local_host(
     host = FunctionHost(build())
     with pytest.raises(ConfigError) as error:
         host.start()
-    assert str(error.value).startswith(f"Azure would refuse this app: {problem}")
+    assert str(error.value).startswith(f"{REFUSED} {problem}")
     host.stop()
 
 
@@ -290,18 +337,93 @@ _HTTP_OUT = {"direction": "OUT", "type": "http", "name": "$return"}
       {"direction": "IN", "type": "timerTrigger", "name": "Req", "schedule": "0 * * * * *"}),
      "multiple bindings with name 'Req'"),
     (({"direction": "IN", "type": "timerTrigger", "name": "req"}, _HTTP_OUT), "a timer trigger needs a schedule"),
-    (({"direction": "IN", "type": "httpTrigger", "name": "req", "route": "a/{*rest}/b"}, _HTTP_OUT),
-     "the catch-all parameter '{*rest}' must be in the last segment"),
-    (({"direction": "IN", "type": "httpTrigger", "name": "req", "route": "a/{id}/{ID}"}, _HTTP_OUT),
-     "the parameter name 'ID' appears more than once"),
     (({"direction": "IN", "type": "httpTrigger", "name": "req", "route": "a/{id"}, _HTTP_OUT),
-     "segment '{id' has unbalanced braces"),
+     "route template 'api/a/{id': a '{' or '}' has no partner"),
+    (({"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%Q%"},),
+     "'%Q%' in the queue name does not resolve to a value: set app setting Q"),
+    (({"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "q1", "connection": "OTHER"},),
+     "storage connection 'OTHER' is not set"),
 ])
 def test_raw_bindings_the_host_refuses(bindings: tuple[dict[str, Any], ...], problem: str) -> None:
-    found = host_rules.problems(_raw(*bindings))
+    found = host_rules.problems(_raw(*bindings), {"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     assert any(problem in p for p in found), found
 
 
 def test_templates_the_host_accepts() -> None:
-    for route in ("status.json", "items/{id?}", "files/{*path}", "a/{id:int=3}", "partnercenter/webhook/test"):
-        assert host_rules.route_template_problems(route) == [], route
+    for template in ("api/status.json", "api/items/{id?}", "api/files/{*path}", "api/a/{id:int=3}", "api/",
+                     "api/{name}.{ext?}", "api/{{literal}}", r"api/{code:regex(^\d{{3}}$)}", "/api/a", "~/api/a"):
+        assert host_rules.route_template_problems(template) == [], template
+
+
+@pytest.mark.parametrize(("template", "problem"), [
+    # One case per refusal of ASP.NET Core's RoutePatternParser.
+    ("~api/a", "a route template cannot start with '~'"),
+    ("api//a", "the separator '/' cannot appear twice in a row"),
+    ("api/a}", "a '{' or '}' has no partner (write '{{' or '}}' for a literal brace)"),
+    ("api/{a{b}", "a '{' inside a parameter must be written '{{'"),
+    ("api/x?y", "the literal section 'x?y' cannot contain '?'"),
+    ("api/{}", "'' is not a valid parameter name"),
+    ("api/{a*b}", "'a*b' is not a valid parameter name"),
+    ("api/a/{id}/{ID}", "the parameter name 'ID' appears more than once"),
+    ("api/{*rest?}", "the catch-all parameter '{*rest?}' cannot be optional"),
+    ("api/{page=1?}", "the optional parameter '{page=1?}' cannot have a default value"),
+    ("api/a/{*rest}/b", "the catch-all parameter '{*rest}' must be the last part of the last segment"),
+    ("api/a/{*rest}.json", "the segment '{*rest}.json' has a catch-all parameter and something else"),
+    ("api/{name}-{ext?}", "in the segment '{name}-{ext?}' an optional parameter must be last and follow a '.'"),
+    ("api/{name?}.json", "in the segment '{name?}.json' an optional parameter must be last and follow a '.'"),
+    ("api/{a}{b}", "the segment '{a}{b}' has two parameters with no literal between them"),
+])
+def test_templates_the_host_refuses(template: str, problem: str) -> None:
+    assert host_rules.route_template_problems(template) == [problem]
+
+
+def test_the_route_prefix_is_part_of_every_template() -> None:
+    app = func.FunctionApp()
+
+    @app.route(route="/things")
+    def things(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse()
+
+    functions = functions_of(app)
+    assert host_rules.problems(functions, route_prefix="") == []  # "/things" alone is a valid template
+    assert host_rules.problems(functions, route_prefix="api") == [
+        "function things: route template 'api//things': the separator '/' cannot appear twice in a row"]
+
+
+# --- host.json ------------------------------------------------------------------------------------------------
+
+
+def test_host_json_matches_the_official_schema() -> None:
+    schema = json.loads(HOST_JSON_SCHEMA.read_text())
+    assert schema["$id"] == "https://json.schemastore.org/host.json"
+    assert host_json_problem(host_json()) is None
+    assert HostConfig.load(ROOT / "host.json").route_prefix == route_prefix()
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"version": "3.0"}, "host.json version does not match the host.json schema: '2.0' was expected"),
+    ({"functionTimeout": "10 minutes"}, "host.json functionTimeout does not match the host.json schema"),
+    ({"singleton": {"lockPeriod": "15s"}}, "host.json singleton.lockPeriod does not match the host.json schema"),
+    ({"extensionBundle": {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": 4}},
+     "host.json extensionBundle.version does not match the host.json schema: 4 is not of type 'string'"),
+    ({"retry": {"strategy": "sometimes"}}, "host.json retry.strategy does not match the host.json schema"),
+    ({"logging": {"logLevel": {"default": "Loud"}}}, "host.json logging.logLevel.default does not match"),
+    ({"telemetryMode": "Loud"}, "host.json telemetryMode does not match the host.json schema"),
+    ({"extension": {}}, "host.json (the document) does not match the host.json schema: Additional properties"),
+])
+def test_a_host_json_the_schema_refuses_is_refused_here_and_by_the_local_host(
+        change: dict[str, Any], problem: str) -> None:
+    document = {**host_json(), **change}
+    found = host_json_problem(document)
+    assert found and found.startswith(problem), found
+    with pytest.raises(ConfigError) as error:
+        FunctionHost(func.FunctionApp(), host_json=document)
+    assert str(error.value).endswith(found)
+
+
+def test_a_host_json_without_version_is_refused_like_the_real_host_does() -> None:
+    # HostJsonFileConfigurationSource: "missing the required 'version' property"; an empty file is the default.
+    document = {k: v for k, v in host_json().items() if k != "version"}
+    with pytest.raises(ConfigError, match="'version' is a required property"):
+        HostConfig.load(document)
+    assert HostConfig.load({}) == HostConfig()
