@@ -251,6 +251,10 @@ class PermissionSet:
     user_permissions: frozenset[str]
 
 
+MINIMUM_ACCESS = PermissionSet(name="", label="Minimum Access", fields={}, objects={}, user_permissions=frozenset())
+"""What an integration user holds without the connector's permission set: no custom object or custom field."""
+
+
 class Schema:
     """Every object of the org, by name (case-insensitive) and by Id key prefix."""
 
@@ -341,7 +345,7 @@ class Access:
 
 
 __all__ = [
-    "DEFAULT_CURRENCIES", "DEFAULT_STAGES", "FULL_ACCESS", "NO_ACCESS", "NUMBER_TYPES", "READ_ONLY", "TEXT_TYPES",
+    "DEFAULT_CURRENCIES", "DEFAULT_STAGES", "FULL_ACCESS", "MINIMUM_ACCESS", "NO_ACCESS", "NUMBER_TYPES", "READ_ONLY", "TEXT_TYPES",
     "Access", "ChildRelationship", "FieldDef", "FieldType", "ObjectAccess", "ObjectDef", "PermissionSet", "Schema",
     "SchemaError", "Stage",
 ]

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     salesforce_password: SecretStr | None = None
     salesforce_security_token: SecretStr | None = None
     salesforce_api_version: str = "64.0"
+    salesforce_org_id: str | None = None
+    """The org whose outbound messages are accepted (`POST /api/salesforce/outbound` refuses any other)."""
 
     # The connector
     cosell_storage: SecretStr | None = None
