@@ -132,8 +132,6 @@ def _identity(client: SalesforceClient) -> tuple[str, dict[str, Any]]:
 
 def salesforce(settings: Settings, *, permission_set: str = checks.INTEGRATION_PERMISSION_SET) -> list[Verdict]:
     """Login, mapping against the describe, writable fields, permission set, API budget, org id."""
-    from shared.mapping import Mapping, MappingError
-    from shared.mapping.loader import read_document, sobjects_of
     from shared.salesforce import SalesforceClient
     from shared.salesforce.retry import RetryPolicy
 
@@ -147,7 +145,18 @@ def salesforce(settings: Settings, *, permission_set: str = checks.INTEGRATION_P
     except Exception as exc:  # noqa: BLE001
         return [checks.judge_sf_login(None, None, _reason(exc)),
                 *(checks.skipped(check, title, "no Salesforce login") for check, title in dependent)]
-    verdicts = [checks.judge_sf_login(grant, identity.get("instance_url"), None)]
+    with client.urgent():  # a person is waiting: the budget share reserved for background work does not apply
+        return [checks.judge_sf_login(grant, identity.get("instance_url"), None),
+                *_org_checks(client, settings, identity, permission_set)]
+
+
+def _org_checks(client: SalesforceClient, settings: Settings, identity: dict[str, Any],
+                permission_set: str) -> list[Verdict]:
+    """Everything after the login: the mapping against the describe, writability, permission set, budget, org id."""
+    from shared.mapping import Mapping, MappingError
+    from shared.mapping.loader import read_document, sobjects_of
+
+    verdicts: list[Verdict] = []
     username = identity.get("username")
 
     def attempt(make: Callable[[], Verdict], fail: Callable[[str], Verdict]) -> None:
