@@ -251,6 +251,10 @@ class PermissionSet:
     user_permissions: frozenset[str]
 
 
+SETUP_OBJECTS = frozenset({"PermissionSet", "PermissionSetAssignment"})
+SETUP_READERS = frozenset({"ViewSetup", "AssignPermissionSets", "ManageUsers"})
+"""Since Summer '20 only users with one of these permissions may read permission set assignments (Salesforce's
+object reference, PermissionSetAssignment, "Special Access Rules"); to anyone else the objects do not exist."""
 MINIMUM_ACCESS = PermissionSet(name="", label="Minimum Access", fields={}, objects={}, user_permissions=frozenset())
 """What an integration user holds without the connector's permission set: no custom object or custom field."""
 
@@ -277,7 +281,8 @@ class Access:
     """What one user may see and change: everything, or what a permission set grants.
 
     Rules (a simplification of profiles + permission sets, enough to catch a permission set that forgets
-    a field the connector writes): custom objects need object permissions in the set; standard objects the
+    a field the connector writes): permission sets and their assignments need View Setup and Configuration
+    (or Assign Permission Sets, Manage Users); custom objects need object permissions in the set; standard objects the
     set names follow it, others are fully accessible (the profile grants them), User is read-only for all;
     custom fields need field permissions unless required or master-detail; standard fields the set names
     follow it, others are accessible.
@@ -288,6 +293,9 @@ class Access:
         self.permission_set = permission_set
 
     def object(self, obj: ObjectDef) -> ObjectAccess:
+        if obj.name in SETUP_OBJECTS and self.permission_set is not None \
+                and not self.permission_set.user_permissions & SETUP_READERS:
+            return NO_ACCESS
         if not obj.createable:
             return READ_ONLY
         if self.permission_set is None:

@@ -162,23 +162,51 @@ def test_the_permission_set_taken_away(world_factory: Callable[..., World]) -> N
                   timeout=10).raise_for_status()
     problems = failed(world.doctor())
     assert set(problems) == {"salesforce_permission_set", "salesforce_mapping"}
-    assert "Partner_Center_Co_sell_Integration is not assigned to integration@cosell.sandbox" in problems[
+    assert "may not read permission set assignments and lacks access to mapped fields" in problems[
         "salesforce_permission_set"]
+    assert "sf org assign permset --name Partner_Center_Co_sell_Integration" in problems["salesforce_permission_set"]
     assert "unknown Salesforce field Opportunity.Referral_Identifier__c" in problems["salesforce_mapping"]
 
 
-def test_a_permission_set_that_forgets_edit_access(world_factory: Callable[..., World], tmp_path: Path) -> None:
+def metadata_copy(tmp_path: Path, change: Callable[[str], str]) -> Path:
+    """The project's force-app with its permission set changed as `change` says."""
     metadata = tmp_path / "force-app"
     shutil.copytree(DEFAULT_METADATA_DIR, metadata)
     permission_set = next(metadata.rglob("*.permissionset-meta.xml"))
     xml = permission_set.read_text(encoding="utf-8")
-    forgotten = xml.replace("<editable>true</editable>\n        <field>Opportunity.Audit__c</field>",
-                            "<editable>false</editable>\n        <field>Opportunity.Audit__c</field>")
-    assert forgotten != xml
-    permission_set.write_text(forgotten, encoding="utf-8")
-    world = world_factory(metadata_dir=metadata)
+    changed = change(xml)
+    assert changed != xml
+    permission_set.write_text(changed, encoding="utf-8")
+    return metadata
+
+
+def test_an_integration_user_who_may_read_assignments_is_checked_by_name(
+        world_factory: Callable[..., World], tmp_path: Path) -> None:
+    view_setup = "<userPermissions>\n        <enabled>true</enabled>\n        <name>ViewSetup</name>\n    </userPermissions>\n"
+    world = world_factory(metadata_dir=metadata_copy(tmp_path, lambda xml: xml.replace(
+        "</PermissionSet>", view_setup + "</PermissionSet>")))
+    report = world.doctor()
+    assert not failed(report)
+    assert report["salesforce_permission_set"].detail == (
+        "Partner_Center_Co_sell_Integration is assigned to integration@cosell.sandbox")
+
+
+def test_an_admin_login_without_the_permission_set(world_factory: Callable[..., World]) -> None:
+    world = world_factory()
+    world.set(SALESFORCE_USERNAME=world.sf.credentials.seller_username)
     problems = failed(world.doctor())
-    assert set(problems) == {"salesforce_writable"}
+    assert set(problems) == {"salesforce_permission_set"}
+    assert "Partner_Center_Co_sell_Integration is not assigned to seller@cosell.sandbox" in problems[
+        "salesforce_permission_set"]
+
+
+def test_a_permission_set_that_forgets_edit_access(world_factory: Callable[..., World], tmp_path: Path) -> None:
+    world = world_factory(metadata_dir=metadata_copy(tmp_path, lambda xml: xml.replace(
+        "<editable>true</editable>\n        <field>Opportunity.Audit__c</field>",
+        "<editable>false</editable>\n        <field>Opportunity.Audit__c</field>")))
+    problems = failed(world.doctor())
+    assert set(problems) == {"salesforce_writable", "salesforce_permission_set"}
+    assert "lacks access to mapped fields" in problems["salesforce_permission_set"]
     assert ("Opportunity.Audit__c (not createable), Opportunity.Audit__c (not updateable)"
             in problems["salesforce_writable"])
 

@@ -245,18 +245,33 @@ def judge_writable(missing: Sequence[str], error: str | None = None, *, limit: i
                    f"set {INTEGRATION_PERMISSION_SET} (salesforce/force-app) and assign it to the user")
 
 
-def judge_permission_set(assigned: Sequence[str], username: str | None, *, expected: str = INTEGRATION_PERMISSION_SET,
+def judge_permission_set(assigned: Sequence[str] | None, username: str | None, *,
+                         expected: str = INTEGRATION_PERMISSION_SET, access_ok: bool = False,
                          error: str | None = None) -> Verdict:
-    """The integration user holds the connector's permission set."""
+    """The integration user holds the connector's permission set.
+
+    Args:
+        assigned: the names of the user's permission sets; None when PermissionSetAssignment is not readable
+            (Salesforce shows it only to users with View Setup and Configuration, Assign Permission Sets or
+            Manage Users, which an integration user rarely has).
+        access_ok: the mapping and writability checks passed, so the permissions the set grants are in effect
+            (the evidence left when the assignment itself cannot be read).
+    """
     title = "Permission set"
     if error:
         return Verdict("salesforce_permission_set", title, False, error)
     who = username or "the integration user"
+    assign = f"deploy salesforce/force-app, then `sf org assign permset --name {expected} --on-behalf-of {who}`"
+    if assigned is None:
+        if access_ok:
+            return Verdict("salesforce_permission_set", title, True,
+                           f"{who} may not read permission set assignments (that needs View Setup and "
+                           f"Configuration), but it sees and may write every mapped field, as {expected} grants")
+        return Verdict("salesforce_permission_set", title, False,
+                       f"{who} may not read permission set assignments and lacks access to mapped fields: {assign}")
     if expected in assigned:
         return Verdict("salesforce_permission_set", title, True, f"{expected} is assigned to {who}")
-    return Verdict("salesforce_permission_set", title, False,
-                   f"{expected} is not assigned to {who}: deploy salesforce/force-app, then "
-                   f"`sf org assign permset --name {expected} --on-behalf-of {who}`")
+    return Verdict("salesforce_permission_set", title, False, f"{expected} is not assigned to {who}: {assign}")
 
 
 def judge_budget(used: int | None, limit: int | None, share: float, error: str | None = None) -> Verdict:

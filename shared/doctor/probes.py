@@ -165,6 +165,9 @@ def _org_checks(client: SalesforceClient, settings: Settings, identity: dict[str
         except Exception as exc:  # noqa: BLE001
             verdicts.append(fail(_reason(exc)))
 
+    hidden: list[str] = ["not checked"]
+    """Mapping problems that say the user cannot see a mapped object or field (what the permission set grants)."""
+
     def mapping_verdicts() -> list[Verdict]:
         document = read_document(settings.mapping_path)
         schema = client.org_schema(sobjects_of(document))
@@ -172,6 +175,7 @@ def _org_checks(client: SalesforceClient, settings: Settings, identity: dict[str
             mapping = Mapping.from_document(document, source=str(settings.mapping_path), describe=schema)
         except MappingError as exc:
             problems = [str(p) for p in exc.problems]
+            hidden[:] = [p for p in problems if "unknown Salesforce" in p]
             try:  # the fields it writes can still be checked when only the org disagrees with the file
                 mapping = Mapping.from_document(document, source=str(settings.mapping_path))
             except MappingError:
@@ -180,6 +184,7 @@ def _org_checks(client: SalesforceClient, settings: Settings, identity: dict[str
                                        "the mapping file itself is invalid")]
             return [checks.judge_mapping(problems),
                     checks.judge_writable(checks.missing_access(checks.write_needs(mapping), schema))]
+        hidden.clear()
         return [checks.judge_mapping([]),
                 checks.judge_writable(checks.missing_access(checks.write_needs(mapping), schema))]
 
@@ -188,11 +193,20 @@ def _org_checks(client: SalesforceClient, settings: Settings, identity: dict[str
     except Exception as exc:  # noqa: BLE001
         verdicts += [checks.judge_mapping([], _reason(exc)), checks.judge_writable([], _reason(exc))]
 
+    access_ok = not hidden and all(v.ok for v in verdicts if v.check == "salesforce_writable")
+
     def assigned() -> Verdict:
         user_id = str(identity.get("user_id") or "").replace("'", "")
-        rows = client.query(f"SELECT PermissionSet.Name FROM PermissionSetAssignment WHERE AssigneeId = '{user_id}'")
-        names = [str((row.get("PermissionSet") or {}).get("Name")) for row in rows]
-        return checks.judge_permission_set(names, username, expected=permission_set)
+        try:
+            rows = list(client.query(
+                f"SELECT PermissionSet.Name FROM PermissionSetAssignment WHERE AssigneeId = '{user_id}'"))
+        except ConnectorError as exc:
+            if "INVALID_TYPE" not in str(exc):
+                raise
+            names: list[str] | None = None  # the object is hidden from users without View Setup
+        else:
+            names = [str((row.get("PermissionSet") or {}).get("Name")) for row in rows]
+        return checks.judge_permission_set(names, username, expected=permission_set, access_ok=access_ok)
 
     attempt(assigned, lambda e: checks.judge_permission_set([], username, expected=permission_set, error=e))
 
