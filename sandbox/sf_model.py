@@ -292,9 +292,13 @@ class Access:
         self.schema = schema
         self.permission_set = permission_set
 
+    @property
+    def views_setup(self) -> bool:
+        """View Setup and Configuration (or a permission that implies reading setup): an admin, or a set granting it."""
+        return self.permission_set is None or bool(self.permission_set.user_permissions & SETUP_READERS)
+
     def object(self, obj: ObjectDef) -> ObjectAccess:
-        if obj.name in SETUP_OBJECTS and self.permission_set is not None \
-                and not self.permission_set.user_permissions & SETUP_READERS:
+        if obj.name in SETUP_OBJECTS and not self.views_setup:
             return NO_ACCESS
         if not obj.createable:
             return READ_ONLY

@@ -95,6 +95,26 @@ def test_everything_right_is_all_ticks_and_the_cli_exits_0_without_printing_a_se
         assert secret not in text
 
 
+def test_the_simulator_hides_setup_data_from_an_integration_user_as_salesforce_does(
+        world_factory: Callable[..., World]) -> None:
+    """/limits and PermissionSetAssignment need View Setup and Configuration (Salesforce's REST API guide, Limits;
+    object reference, PermissionSetAssignment): the integration user is refused, an admin is answered."""
+    from tests.fixtures.salesforce import sf_login
+
+    world = world_factory()
+    integration, admin = sf_login(world.sf), sf_login(world.sf, user="seller")
+    headers = {"Authorization": f"Bearer {integration.session_id}"}
+    refused = requests.get(f"{world.sf.url}/services/data/v64.0/limits", headers=headers, timeout=10)
+    assert refused.status_code == 403 and refused.json()[0]["errorCode"] == "INSUFFICIENT_ACCESS"
+    assert admin.restful("limits")["DailyApiRequests"]["Max"] == 100_000
+    hidden = requests.get(f"{world.sf.url}/services/data/v64.0/query", headers=headers, timeout=10,
+                          params={"q": "SELECT Id FROM PermissionSetAssignment"})
+    assert hidden.status_code == 400 and hidden.json()[0]["errorCode"] == "INVALID_TYPE"
+    rows = admin.query("SELECT Assignee.Username, PermissionSet.Name FROM PermissionSetAssignment")["records"]
+    assert [(r["Assignee"]["Username"], r["PermissionSet"]["Name"]) for r in rows] == [
+        ("integration@cosell.sandbox", "Partner_Center_Co_sell_Integration")]
+
+
 def test_doctor_changes_nothing(world_factory: Callable[..., World]) -> None:
     from shared.partner_center.token import REFRESH_TOKEN_SECRET, TOKEN_STATUS
     from shared.salesforce.budget import BUDGET_DOC

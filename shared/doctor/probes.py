@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.doctor import checks
 from shared.doctor.checks import Verdict
-from shared.errors import ConfigError, ConnectorError
+from shared.errors import ConfigError, ConnectorError, LimitExceeded, Unavailable
 
 if TYPE_CHECKING:
     from shared.partner_center.token import SecretKeeper
@@ -113,7 +113,7 @@ def partner_center(settings: Settings) -> list[Verdict]:
 
 def _identity(client: SalesforceClient) -> tuple[str, dict[str, Any]]:
     """Log in once with the configured grant and read the identity URL: (grant, identity document)."""
-    from shared.errors import AuthExpired, Unavailable
+    from shared.errors import AuthExpired
     from shared.salesforce.auth import fetch_token
 
     token = fetch_token(client.session, client.login_url, client.credentials)
@@ -211,7 +211,16 @@ def _org_checks(client: SalesforceClient, settings: Settings, identity: dict[str
     attempt(assigned, lambda e: checks.judge_permission_set([], username, expected=permission_set, error=e))
 
     def budget() -> Verdict:
-        daily = client.limits().get("DailyApiRequests") or {}
+        try:
+            daily = client.limits().get("DailyApiRequests") or {}
+        except (Unavailable, LimitExceeded):
+            raise
+        except ConnectorError:
+            # /limits needs View Setup and Configuration; every answer's Sforce-Limit-Info carries the same count
+            usage = client.budget.usage
+            if usage is None:
+                raise
+            return checks.judge_budget(usage.used, usage.limit, settings.cosell_sf_budget_share)
         limit, remaining = daily.get("Max"), daily.get("Remaining")
         used = int(limit) - int(remaining) if limit is not None and remaining is not None else None
         return checks.judge_budget(used, int(limit) if limit is not None else None, settings.cosell_sf_budget_share)
