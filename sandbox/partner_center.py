@@ -95,7 +95,9 @@ ALLOWED_SUBSTATUS = {
     "Active": {"Accepted"},
     "Closed": {"Won", "Lost", "Declined", "Expired"},
 }
-ALLOWED_TRANSITIONS = {"New": {"New", "Active", "Closed"}, "Active": {"Active", "Closed"}, "Closed": set()}
+ALLOWED_TRANSITIONS = {"New": {"New", "Active", "Closed"}, "Active": {"Active", "Closed"}, "Closed": {"Closed"}}
+"""The reference's table ("Update a referral", status and substatus transition states): Closed may only stay
+Closed, with one of its substatuses."""
 READ_ONLY_PATHS = ("/id", "/eTag", "/createdDateTime", "/updatedDateTime", "/expirationDateTime",
                    "/engagementId", "/direction")
 FILTER_FIELDS = {"status": "str", "substatus": "str", "updatedDateTime": "time", "createdDateTime": "time",
