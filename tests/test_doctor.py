@@ -155,17 +155,39 @@ def test_write_needs_follow_the_mappings_directions(mapping: Mapping) -> None:
             ("Microsoft_Solution__c", "Opportunity__c", "createable")} <= needs
 
 
+def everything_writable(mapping: Mapping, **overrides: dict) -> OrgSchema:
+    """A describe granting every field the mapping writes, but `overrides` (`Object.Field` → field options)."""
+    fields: dict[str, dict[str, dict]] = {}
+    for need in checks.write_needs(mapping):
+        fields.setdefault(need.sobject, {})[need.field] = field(need.field)
+    for name, options in overrides.items():
+        sobject, _, field_name = name.partition(".")
+        if options is None:
+            del fields[sobject][field_name]
+        else:
+            fields[sobject][field_name] = field(field_name, **options)
+    return OrgSchema.from_describes([describe(s, list(f.values())) for s, f in fields.items()])
+
+
 def test_missing_access_names_each_field_and_what_it_lacks(mapping: Mapping) -> None:
-    schema = OrgSchema.from_describes([
-        describe("Opportunity", [field("Amount", updateable=False), field("Audit__c", createable=False),
-                                 field("Referral_Identifier__c")]),
-    ])
+    assert checks.missing_access(checks.write_needs(mapping), everything_writable(mapping)) == []
+    schema = everything_writable(mapping, **{"Opportunity.Amount": {"updateable": False},
+                                             "Opportunity.Audit__c": {"createable": False},
+                                             "Microsoft_Solution__c.Solution_Key__c": None})
     missing = checks.missing_access(checks.write_needs(mapping), schema)
-    assert missing == ["Opportunity.Amount (not updateable)", "Opportunity.Audit__c (not createable)"]
+    assert missing == ["Opportunity.Amount (not updateable)", "Opportunity.Audit__c (not createable)",
+                       "Microsoft_Solution__c.Solution_Key__c (not visible)"]
     verdict = checks.judge_writable(missing)
     assert not verdict.ok and "Opportunity.Amount (not updateable)" in verdict.detail
     assert checks.INTEGRATION_PERMISSION_SET in verdict.detail
     assert checks.judge_writable([]).ok
+
+
+def test_an_optional_field_the_org_lacks_is_no_need(mapping: Mapping) -> None:
+    """CurrencyIsoCode is mapped with ifFieldExists: a single-currency org has no such field, and that is fine."""
+    needs = checks.write_needs(mapping)
+    assert any(n.field == "CurrencyIsoCode" and n.optional for n in needs)
+    assert checks.missing_access(needs, everything_writable(mapping, **{"Opportunity.CurrencyIsoCode": None})) == []
 
 
 def test_permission_set_assigned_or_how_to_assign_it() -> None:

@@ -181,7 +181,8 @@ def test_the_permission_set_taken_away(world_factory: Callable[..., World]) -> N
     requests.post(f"{world.sf.url}/_sandbox/permission-sets", json={"permission_set": None},
                   timeout=10).raise_for_status()
     problems = failed(world.doctor())
-    assert set(problems) == {"salesforce_permission_set", "salesforce_mapping"}
+    assert set(problems) == {"salesforce_permission_set", "salesforce_mapping", "salesforce_writable"}
+    assert "Opportunity.Referral_Identifier__c (not visible)" in problems["salesforce_writable"]
     assert "may not read permission set assignments and lacks access to mapped fields" in problems[
         "salesforce_permission_set"]
     assert "sf org assign permset --name Partner_Center_Co_sell_Integration" in problems["salesforce_permission_set"]

@@ -169,11 +169,15 @@ def judge_mapping(problems: Sequence[str], error: str | None = None, *, limit: i
 
 @dataclass(frozen=True)
 class FieldNeed:
-    """A Salesforce field the connector writes, and how (`createable` on insert/upsert, `updateable` on update)."""
+    """A Salesforce field the connector writes, and how (`createable` on insert/upsert, `updateable` on update).
+
+    `optional` fields are mapped only where the org has them (`ifFieldExists`, e.g. CurrencyIsoCode).
+    """
 
     sobject: str
     field: str
     access: str
+    optional: bool = False
 
 
 def write_needs(mapping: FieldMapping) -> list[FieldNeed]:
@@ -184,10 +188,12 @@ def write_needs(mapping: FieldMapping) -> list[FieldNeed]:
     updates opportunities with the fields flowing to Salesforce plus its own fields (audit, sync status).
     """
     needs: list[FieldNeed] = []
+    optional = {(spec.get("sobject"), f.get("salesforce")) for spec in mapping.document.values() if isinstance(spec, dict)
+                for f in spec.get("fields", []) if isinstance(f, dict) and f.get("ifFieldExists")}
 
     def need(sobject: str, name: str | None, *accesses: str) -> None:
         if name:
-            needs.extend(FieldNeed(sobject, name, access) for access in accesses)
+            needs.extend(FieldNeed(sobject, name, access, (sobject, name) in optional) for access in accesses)
 
     opportunity = mapping.opportunity.sobject
     for f in mapping.opportunity.fields:
@@ -220,14 +226,16 @@ def write_needs(mapping: FieldMapping) -> list[FieldNeed]:
 
 
 def missing_access(needs: Iterable[FieldNeed], schema: OrgSchema) -> list[str]:
-    """The needs the integration user's describe does not grant, as `Object.Field (not updateable)`.
-
-    A field the describe does not show at all is the mapping check's to report (unknown field), not this one's.
-    """
+    """The needs the integration user's describe does not grant, as `Object.Field (not updateable)`, or
+    `(not visible)` when the describe does not show the field to this user at all (no field-level access, or
+    not deployed). An optional field the org lacks is no need."""
     missing = []
     for need in needs:
         described = schema.field(need.sobject, need.field)
-        if described is not None and not getattr(described, need.access):
+        if described is None:
+            if not need.optional:
+                missing.append(f"{need.sobject}.{need.field} (not visible)")
+        elif not getattr(described, need.access):
             missing.append(f"{need.sobject}.{need.field} (not {need.access})")
     return list(dict.fromkeys(missing))
 
