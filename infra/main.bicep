@@ -105,6 +105,9 @@ param salesforceClientId string = ''
 
 param salesforceApiVersion string = '64.0'
 
+@description('The org\'s id (00D...): outbound messages from any other org are refused. `python -m shared doctor` shows it.')
+param salesforceOrgId string = ''
+
 // ---------------------------------------------------------------------------------------------------
 // The connector
 // ---------------------------------------------------------------------------------------------------
@@ -344,6 +347,7 @@ var salesforceSettings = {
   SALESFORCE_USERNAME: salesforceUsername
   SALESFORCE_CLIENT_ID: salesforceClientId
   SALESFORCE_API_VERSION: salesforceApiVersion
+  SALESFORCE_ORG_ID: salesforceOrgId
   SALESFORCE_PRIVATE_KEY: keyVaultReference(keyVault.outputs.uri, secretNames.salesforcePrivateKey)
   SALESFORCE_CLIENT_SECRET: keyVaultReference(keyVault.outputs.uri, secretNames.salesforceClientSecret)
   SALESFORCE_PASSWORD: keyVaultReference(keyVault.outputs.uri, secretNames.salesforcePassword)
