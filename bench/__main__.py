@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import imports, latency, steady
+from bench import imports, latency, push, steady
 from bench.world import EVERY_SECOND, QUIET, ROOT, BenchWorld
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill", type=int, nargs="+", default=[2000, 10_000],
                         help="backfill sizes; the memory row compares the first and the last (default 2000 10000: "
                              "both in full batches of 2,000, so only the number of batches differs)")
+    parser.add_argument("--burst", type=int, default=1000, help="seller saves in the push burst (default 1000)")
+    parser.add_argument("--burst-seconds", type=float, default=60.0, help="the burst's length (default 60)")
     parser.add_argument("--polls", type=int, default=10, help="steady-state polls to count (default 10)")
     parser.add_argument("--import-runs", type=int, default=7, help="fresh interpreters per import (default 7)")
     parser.add_argument("--no-results", action="store_true", help="print only; leave bench/RESULTS.md alone")
@@ -151,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         say("latency and the steady-state poll (the real function app on the local host)")
         measured, quiet = latency_rows(world, args.samples, args.polls)
         rows += [*measured, steady_row(quiet)]
+        say(f"push from Salesforce: latency and a burst of {args.burst:,} saves")
+        rows += push.rows(world, samples=args.samples, calls_per_poll=quiet.sf_calls / quiet.polls,
+                          saves=args.burst, seconds=args.burst_seconds, target=LATENCY_TARGET)
     say(f"backfill of {' and '.join(f'{n:,}' for n in args.backfill)} referrals")
     rows += backfill_rows(args.backfill)
     text = table(rows)

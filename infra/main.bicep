@@ -105,7 +105,7 @@ param salesforceClientId string = ''
 
 param salesforceApiVersion string = '64.0'
 
-@description('The org\'s id (00D...): outbound messages from any other org are refused. `python -m shared doctor` shows it.')
+@description('The org whose Outbound Messages are accepted (00D...). Set when the org pushes changes (salesforce/README.md); the poll then defaults to every 15 minutes. `python -m shared doctor` shows it.')
 param salesforceOrgId string = ''
 
 // ---------------------------------------------------------------------------------------------------
@@ -114,8 +114,8 @@ param salesforceOrgId string = ''
 
 param mappingFile string = 'mappings/salesforce.json'
 
-@description('NCRONTAB (6 fields, seconds first) of the Salesforce change poll.')
-param salesforcePollSchedule string = '0 */1 * * * *'
+@description('NCRONTAB (6 fields, seconds first) of the Salesforce change poll. Empty: every minute, or every 15 minutes when salesforceOrgId is set (push delivers; the poll is the safety net).')
+param salesforcePollSchedule string = ''
 
 @description('Look-back of each Salesforce poll, in seconds: rows committed this late with an earlier SystemModstamp are still seen.')
 @minValue(0)
@@ -359,7 +359,7 @@ var publicBaseUrl = empty(publicUrl) ? 'https://${functionApp.outputs.defaultHos
 var connectorSettings = {
   COSELL_KEYVAULT_URL: keyVault.outputs.uri
   COSELL_MAPPING_FILE: mappingFile
-  COSELL_SF_POLL_SCHEDULE: salesforcePollSchedule
+  COSELL_SF_POLL_SCHEDULE: !empty(salesforcePollSchedule) ? salesforcePollSchedule : (empty(salesforceOrgId) ? '0 */1 * * * *' : '0 */15 * * * *')
   COSELL_SF_POLL_OVERLAP_SECONDS: string(salesforcePollOverlapSeconds)
   COSELL_PC_RECONCILE_SCHEDULE: partnerCenterReconcileSchedule
   COSELL_DRY_RUN: dryRun ? 'true' : 'false'

@@ -22,6 +22,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _KEY_SIZE = 2048
 _ROOT_NAME = "Co-sell Connector Sandbox Root CA"
+MICROSOFT_ORGANIZATION = "Microsoft Corporation"
+WEBHOOK_SIGNER_NAME = "pcnotifications-dispatch.microsoft.com"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class IssuedCert:
 
     cert: x509.Certificate
     key: rsa.RSAPrivateKey
+    chain: tuple[x509.Certificate, ...] = ()
+    """The intermediates between it and the root, leaf side first (empty when the root signed it)."""
 
     @property
     def cert_pem(self) -> bytes:
@@ -38,6 +42,11 @@ class IssuedCert:
     @property
     def cert_der(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def bundle_pem(self) -> bytes:
+        """The certificate and its intermediates, PEM: what a certificate URL serves so the chain can be built."""
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.cert, *self.chain))
 
     @property
     def key_pem(self) -> bytes:
@@ -121,28 +130,31 @@ class SandboxCA:
         hosts: tuple[str, ...] | list[str] = (),
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
+        issuer: IssuedCert | None = None,
     ) -> IssuedCert:
-        """Issue a leaf certificate signed by the sandbox root.
+        """Issue a leaf certificate signed by the sandbox root (or by `issuer`, an intermediate of it).
 
         Args:
             common_name: the subject CN.
-            organization: the subject O ("Microsoft Corporation" for the webhook signer).
+            organization: the subject O.
             hosts: DNS names or IP addresses for a TLS server certificate (empty for a signing certificate).
             not_before: start of validity (default: a day ago).
             not_after: end of validity (default: in a year; pass a past time for an expired certificate).
+            issuer: the intermediate that signs it (`intermediate()`); default the root.
         """
+        signer = issuer or self.root
         key = rsa.generate_private_key(public_exponent=65537, key_size=_KEY_SIZE)
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name, organization))
-            .issuer_name(self.root.cert.subject)
+            .issuer_name(signer.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before or _now() - dt.timedelta(days=1))
             .not_valid_after(not_after or _now() + dt.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root.key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()), critical=False
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         )
@@ -160,7 +172,45 @@ class SandboxCA:
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
-        return IssuedCert(builder.sign(self.root.key, hashes.SHA256()), key)
+        chain = (signer.cert, *signer.chain) if issuer is not None else ()
+        return IssuedCert(builder.sign(signer.key, hashes.SHA256()), key, chain)
+
+    def intermediate(self, common_name: str, *, organization: str | None = None) -> IssuedCert:
+        """An intermediate CA signed by the root (new key each call: kept by the caller, not on disk)."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=_KEY_SIZE)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name, organization))
+            .issuer_name(self.root.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(days=1))
+            .not_valid_after(_now() + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                              key_encipherment=False, data_encipherment=False, key_agreement=False,
+                              encipher_only=False, decipher_only=False),
+                critical=True,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root.key.public_key()), critical=False
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(self.root.key, hashes.SHA256())
+        )
+        return IssuedCert(cert, key)
+
+    def issue_webhook_signer(self, **options: dt.datetime | None) -> IssuedCert:
+        """A certificate shaped like Partner Center's webhook signer: the leaf's subject carries no
+        organization, its issuer (an intermediate, like Microsoft's TLS issuing CAs) is O=Microsoft
+        Corporation, which is what Microsoft's samples check.
+
+        Args:
+            options: `not_before` / `not_after`, as for `issue`.
+        """
+        issuing = self.intermediate("Sandbox Microsoft TLS Issuing CA", organization=MICROSOFT_ORGANIZATION)
+        return self.issue(WEBHOOK_SIGNER_NAME, issuer=issuing, **options)  # type: ignore[arg-type]
 
     def server_ssl_context(self, hosts: tuple[str, ...] | list[str] = ("127.0.0.1", "localhost")) -> ssl.SSLContext:
         """A TLS server context with a fresh certificate for `hosts`, chained to the sandbox root."""
@@ -176,4 +226,4 @@ class SandboxCA:
         return context
 
 
-__all__ = ["IssuedCert", "SandboxCA", "self_signed"]
+__all__ = ["MICROSOFT_ORGANIZATION", "WEBHOOK_SIGNER_NAME", "IssuedCert", "SandboxCA", "self_signed"]

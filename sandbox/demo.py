@@ -30,7 +30,7 @@ T = TypeVar("T")
 Write = Callable[[str], None]
 
 STEP_TIMEOUT = 45.0
-"""Seconds a step may take to show on the other side: a poll every 2 s and webhook retries fit easily."""
+"""Seconds a step may take to show on the other side: outbound message or webhook retries fit easily."""
 CLOSE_DATE = "2027-03-31"
 
 

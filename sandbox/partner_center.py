@@ -13,15 +13,21 @@ Why so strict: the connector's tests are only as good as the simulator's refusal
 - Referrals (`/v1.0/engagements/referrals`): App+User tokens only; OData `$filter` (eq/ne/ge/gt/le/lt on
   status, substatus, updatedDateTime, createdDateTime, engagementId, direction, joined by `and`),
   `$orderby` (createdDateTime/updatedDateTime asc/desc), `$top`, `$skiptoken` paging with
-  `@odata.nextLink`; any other `$` option is a 400. ETags on every read, `If-Match` → 412 when stale,
-  JSON Patch (`replace`/`add` only, `application/json-patch+json`), `Prefer: return=representation`,
+  `@odata.nextLink` written as the reference's examples write it (`http://api.partner.microsoft.com/v1.0/
+  referrals?...`: another scheme and host, no `/engagements`; the client must resolve it against its base);
+  `$top` at most 100 (the reference's page cap); any other `$` option is a 400. ETags on every read,
+  `If-Match` → 412 when stale, JSON Patch (`replace`/`add` only, sent as `application/json` like
+  Microsoft's examples, or `application/json-patch+json`), `Prefer: return=representation`, a create
+  answered as the reference's example (the partner's own referral comes back Active/Accepted with no
+  expiry, status `create_status`: 201, or 200 as Microsoft's connector definition says),
   the status state machine (anything else → 400; Declined/Lost need a statusReason), server-side
   `updatedDateTime`, and incoming referrals expiring to Closed/Expired 14 days after they arrive.
 - Webhooks (`/webhooks/v1/registration`): one registration per tenant (registering again replaces it),
   no DELETE, the event list, validation events limited to 2 a minute, their delivery status.
-- Deliveries: each event is POSTed to the registered URL, signed RSA-SHA256 with a leaf certificate of the
-  sandbox CA whose subject O is "Microsoft Corporation", served at `/cert/pcnotifications-dispatch.microsoft.com.cer`
-  on the simulator; failed deliveries are retried (10 attempts in all, then the event goes offline).
+- Deliveries: each event is POSTed to the registered URL, signed RSA-SHA256 with a leaf certificate whose
+  subject has no organization and whose issuer, an intermediate of the sandbox CA, is O=Microsoft
+  Corporation (as Microsoft's samples check), served with that intermediate (PEM) at
+  `/cert/pcnotifications-dispatch.microsoft.com.cer` on the simulator; failed deliveries are retried (10 attempts in all, then the event goes offline).
 
 Routes acting as Microsoft, under `/_sandbox/` (JSON bodies):
 
@@ -29,10 +35,11 @@ Routes acting as Microsoft, under `/_sandbox/` (JSON bodies):
 | --- | --- |
 | `POST /_sandbox/tokens` `{"mfa": true}` | mint a refresh token for the Referrals admin user (`"mfa": false`: one whose tokens the API refuses with 900421) |
 | `POST /_sandbox/tokens/revoke` `{"refresh_token": "..."}` or `{}` | revoke one refresh token, or all |
-| `POST /_sandbox/referrals` `{...referral fields}` | a Microsoft seller sends an incoming referral (New/Received, expires in 14 days) |
+| `POST /_sandbox/referrals` `{...referral fields}` | a Microsoft seller sends an incoming referral (New/Received, expires in 14 days); `"engagementId"` puts it into an existing co-sell engagement (several referrals may share one) |
 | `PATCH /_sandbox/referrals/{id}` `{...fields}` | a Microsoft seller updates a referral (deep merge; status changes still obey the state machine) |
 | `POST /_sandbox/referrals/{id}/expire` | the referral expires now (Closed/Expired) |
 | `POST /_sandbox/clock` `{"advance_seconds": 1209600}` | move the simulator's clock forward (expiry) |
+| `POST /_sandbox/closed-referrals` `{"refuseEdits": true}` | stricter than the reference: refuse every PATCH/PUT of a closed referral (Closed → Closed and field edits alike), so a test proves the connector sends none |
 | `POST /_sandbox/webhook-faults` `{"kind": "duplicate"|"delay"|"drop"|"reorder", "count": 1, "delay": 2}` | the next `count` events are delivered twice / late / never / in reverse order |
 | `GET /_sandbox/deliveries` | every delivery attempt: event, URL, status, attempt number |
 | `GET /_sandbox/state` | referrals and the registration, as stored |
@@ -84,7 +91,16 @@ WEBHOOK_EVENTS = ["referral-created", "referral-updated", "related-referral-crea
 INCOMING_EXPIRY = dt.timedelta(days=14)
 OUTGOING_EXPIRY = dt.timedelta(days=90)
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
+MICROSOFT_ORGANIZATION_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+"""Microsoft's own tenant id: the organization that invites partners to Microsoft's referrals."""
+MAX_PAGE_SIZE = 100
+"""The reference caps a page at 100 referrals (follow nextLink past that): a larger `$top` is refused."""
+NEXT_LINK_BASE = "http://api.partner.microsoft.com/v1.0"
+"""Where the reference's nextLink examples point: not the engagements base the client was configured with."""
+CLOSING_OFFSETS_HOURS = (-3, 1, 5.5, 10)
+"""UTC offsets of the users whose local midnight the simulator writes as a closing date (Brazil, Central
+Europe, India, Sydney): Partner Center stores a local midnight in UTC."""
+PATCH_CONTENT_TYPES = ("application/json", "application/json-patch+json")
 VALIDATION_EVENTS_PER_MINUTE = 2
 DELIVERY_ATTEMPTS = 10
 MFA_ERROR = {"error": {"code": "900421", "message": "Multi-factor authentication is required: the token's "
@@ -96,8 +112,8 @@ ALLOWED_SUBSTATUS = {
     "Closed": {"Won", "Lost", "Declined", "Expired"},
 }
 ALLOWED_TRANSITIONS = {"New": {"New", "Active", "Closed"}, "Active": {"Active", "Closed"}, "Closed": {"Closed"}}
-"""The reference's table ("Update a referral", status and substatus transition states): Closed may only stay
-Closed, with one of its substatuses."""
+"""As the reference lists them ("Update a referral", status and substatus transition states: Closed -> Closed
+included, with one of its substatuses; `refuse_closed_edits` is the stricter switch)."""
 READ_ONLY_PATHS = ("/id", "/eTag", "/createdDateTime", "/updatedDateTime", "/expirationDateTime",
                    "/engagementId", "/direction")
 FILTER_FIELDS = {"status": "str", "substatus": "str", "updatedDateTime": "time", "createdDateTime": "time",
@@ -165,7 +181,8 @@ class PartnerCenterSim:
         tenant_id, client_id, client_secret: the app registration the connector must present.
         token_lifetime: seconds an access token lives.
         delivery_delays: seconds before each delivery retry (the last repeats); small in tests.
-        signer: the certificate deliveries are signed with (default: issued here, O=Microsoft Corporation).
+        signer: the certificate deliveries are signed with (default: issued here by an intermediate whose
+            subject is O=Microsoft Corporation; the leaf's own subject names no organization).
         secret_marker: appended to the client secret and put into every refresh and access token minted, so a
             test can look for it in logs and storage (tests/test_secrets_never_leak.py).
     """
@@ -179,8 +196,12 @@ class PartnerCenterSim:
         self.secret_marker = secret_marker
         self.token_lifetime = token_lifetime
         self.delivery_delays = delivery_delays
-        self.signer = signer or ca.issue("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation")
-        self.hosted_certs: dict[str, bytes] = {CERT_PATH: self.signer.cert_der}
+        self.signer = signer or ca.issue_webhook_signer()
+        self.hosted_certs: dict[str, bytes] = {CERT_PATH: self.signer.bundle_pem if self.signer.chain
+                                               else self.signer.cert_der}
+        self._incoming_numbers = itertools.count()
+        self.create_status = 201
+        """What `POST /referrals` answers: 201, or 200 as Microsoft's connector definition documents."""
         self._lock = threading.RLock()
         self._clock_offset = 0.0
         self._reset_state()
@@ -207,6 +228,10 @@ class PartnerCenterSim:
             self._schedule: list[tuple[float, int, _Delivery]] = []
             self._sequence = itertools.count()
             self.token_requests = 0
+            self.refuse_closed_edits = False
+            """The reference allows Closed -> Closed and says nothing of field edits on a closed referral; when
+            True, every PATCH/PUT of a closed referral is refused (400 ReferralClosed) and counted."""
+            self.closed_edits_refused = 0
 
     def start(self) -> PartnerCenterSim:
         self.server.start()
@@ -504,7 +529,7 @@ class PartnerCenterSim:
             query = [(name, value) for name, value in (("$filter", filter_text), ("$orderby", order_text),
                                                        ("$top", str(top))) if value]
             query.append(("$skiptoken", skiptoken))
-            body["@odata.nextLink"] = f"{self.api_url}/referrals?" + "&".join(
+            body["@odata.nextLink"] = f"{NEXT_LINK_BASE}/referrals?" + "&".join(
                 f"{name}={quote(value, safe=chr(39) + ':,()')}" for name, value in query)
         return Response(200, body)
 
@@ -526,29 +551,33 @@ class PartnerCenterSim:
         if status not in ALLOWED_SUBSTATUS or substatus not in ALLOWED_SUBSTATUS[status] or status == "Closed":
             raise _error(400, "InvalidStatus", f"A referral cannot be created as {status}/{substatus}.")
         now = self.now()
+        # As the reference's example: posted New/Pending, the partner's own referral comes back already
+        # Active/Accepted, with no expiry.
         referral = {**copy.deepcopy(body), "id": str(uuid.uuid4()), "engagementId": str(uuid.uuid4()),
-                    "status": status, "substatus": substatus, "direction": "Outgoing",
-                    "createdDateTime": _iso(now), "expirationDateTime": _iso(now + OUTGOING_EXPIRY)}
+                    "status": "Active", "substatus": "Accepted", "direction": "Outgoing",
+                    "createdDateTime": _iso(now), "expirationDateTime": None}
         referral.setdefault("qualification", "None")
         self._stamp(referral, now)
         with self._lock:
             self.referrals[referral["id"]] = referral
             result = copy.deepcopy(referral)
         self.emit("referral-created", referral["id"])
-        return Response(201, result, {"ETag": result["eTag"], "Location": f"{self.api_url}/referrals/{result['id']}"})
+        return Response(self.create_status, result, {"ETag": result["eTag"],
+                                                     "Location": f"{self.api_url}/referrals/{result['id']}"})
 
     def _patch(self, request: Request) -> Response:
         self._authorize(request, REFERRALS_AUDIENCE, app_only_ok=False)
         self._expire_due()
         content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json-patch+json":
-            raise _error(415, "UnsupportedMediaType", "PATCH takes application/json-patch+json.")
+        if content_type not in PATCH_CONTENT_TYPES:
+            raise _error(415, "UnsupportedMediaType", "PATCH takes a JSON Patch array as application/json.")
         operations = request.json()
         if not isinstance(operations, list) or not operations:
             raise _error(400, "InvalidPatch", "The body must be a non-empty JSON Patch array.")
         with self._lock:
             current = self._get(request.params["id"])
             self._check_if_match(request, current)
+            self._check_open(current)
             updated = copy.deepcopy(current)
             for operation in operations:
                 _apply_operation(updated, operation)
@@ -571,6 +600,7 @@ class PartnerCenterSim:
         with self._lock:
             current = self._get(request.params["id"])
             self._check_if_match(request, current)
+            self._check_open(current)
             updated = {**copy.deepcopy(body), **{k: current[k] for k in ("id", "engagementId", "createdDateTime",
                                                                           "expirationDateTime", "direction")}}
             self._check_shape(updated)
@@ -581,6 +611,11 @@ class PartnerCenterSim:
         self.emit("referral-updated", result["id"])
         return Response(200, result, {"ETag": result["eTag"]})
 
+    def _check_open(self, current: dict[str, Any]) -> None:
+        if self.refuse_closed_edits and current.get("status") == "Closed":
+            self.closed_edits_refused += 1
+            raise _error(400, "ReferralClosed", "The referral is closed and takes no further change.")
+
     @staticmethod
     def _check_if_match(request: Request, current: dict[str, Any]) -> None:
         if_match = request.header("if-match")
@@ -589,8 +624,18 @@ class PartnerCenterSim:
 
     # ------------------------------------------------------------------------- acting as Microsoft
     def create_incoming(self, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A Microsoft seller shares a referral with the partner (New/Received, 14 days to answer)."""
+        """A Microsoft seller shares a referral with the partner (New/Received, 14 days to answer).
+
+        `fields["engagementId"]` joins an engagement that already holds referrals ("Multiple referrals can be
+        associated to a single EngagementID", Partner Center's referral resources); without it, a new one.
+        """
+        engagement = (fields or {}).get("engagementId")
+        if engagement is not None and not (isinstance(engagement, str) and engagement.strip()):
+            raise _error(400, "InvalidField", "engagementId must be a non-empty string.")
         now = self.now()
+        number = next(self._incoming_numbers)
+        offset = dt.timedelta(hours=CLOSING_OFFSETS_HOURS[number % len(CLOSING_OFFSETS_HOURS)])
+        closing = dt.datetime.combine(now.date() + dt.timedelta(days=90), dt.time(), dt.timezone.utc) - offset
         referral: dict[str, Any] = {
             "id": str(uuid.uuid4()), "engagementId": str(uuid.uuid4()), "name": "Sandbox customer - new referral",
             "externalReferenceId": None, "createdDateTime": _iso(now), "expirationDateTime": _iso(now + INCOMING_EXPIRY),
@@ -602,14 +647,19 @@ class PartnerCenterSim:
                                 "size": None, "team": [], "ids": []},
             "consent": {"consentToShareReferralWithMicrosoftSellers": True, "consentToContact": True,
                         "consentToToShareInfoWithOthers": True},
-            "details": {"notes": None, "dealValue": 10000, "currency": "USD", "closingDateTime": None,
-                        "requirements": {"industries": [], "products": [], "services": [], "solutions": []}},
-            "team": [], "inviteContext": {"notes": None, "invitedBy": {"firstName": "Sandbox", "lastName": "Seller",
-                                                                       "email": "seller@microsoft.example"},
+            "details": {"notes": None, "dealValue": 10000, "currency": "USD",
+                        "closingDateTime": closing.strftime("%Y-%m-%dT%H:%M:%SZ"),  # a local midnight, in UTC
+                        "requirements": {"industries": [{"id": "Retail"}], "products": [], "services": [],
+                                         "solutions": []}},
+            "team": [], "inviteContext": {"notes": None, "invitedBy": {"organizationId": MICROSOFT_ORGANIZATION_ID,
+                                                                       "organizationName": "Microsoft"},
                                           "assistanceRequestCode": None},
             "target": [], "tags": [],
         }
         _deep_merge(referral, {k: v for k, v in (fields or {}).items() if k not in ("id", "eTag", "updatedDateTime")})
+        for member in (referral.get("customerProfile") or {}).get("team") or []:
+            if isinstance(member, dict):  # the documented shape, unless the caller gave one
+                member.setdefault("contactPreference", {"locale": "en-US", "disableNotifications": False})
         self._check_shape(referral)
         self._stamp(referral, now)
         with self._lock:
@@ -883,6 +933,11 @@ class PartnerCenterSim:
         def clock(request: Request) -> Response:
             self.advance_clock(float((request.json() or {}).get("advance_seconds", 0)))
             return Response(200, {"now": _iso(self.now())})
+
+        @route("POST", "/_sandbox/closed-referrals")
+        def closed_referrals(request: Request) -> Response:
+            self.refuse_closed_edits = bool((request.json() or {}).get("refuseEdits", True))
+            return Response(200, {"refuseEdits": self.refuse_closed_edits, "refused": self.closed_edits_refused})
 
         @route("POST", "/_sandbox/webhook-faults")
         def webhook_fault(request: Request) -> Response:

@@ -42,6 +42,7 @@ from sandbox.azurite import Azurite
 from sandbox.ca import SandboxCA
 from sandbox.demo import STEP_TIMEOUT, Demo, seed
 from shared.errors import ConfigError, ConnectorError, Unavailable
+from shared.settings import PUSH_POLL_SCHEDULE
 
 if TYPE_CHECKING:
     from sandbox.partner_center import PartnerCenterSim
@@ -54,8 +55,9 @@ DEFAULT_STATE_DIR = ROOT / ".sandbox"
 DEFAULT_PORT = 7071
 PARTNER_CENTER_PORT = 7081
 SALESFORCE_PORT = 7082
-POLL_SCHEDULE = "*/2 * * * * *"
-"""The Salesforce change poll: every 2 seconds, so a seller's edit shows in Partner Center at once."""
+POLL_SCHEDULE = PUSH_POLL_SCHEDULE
+"""The Salesforce change poll, as a partner deploys it with push: every 15 minutes, a safety net. A seller's
+edit reaches the app at once through the simulator's outbound messages (its Flows post to the app)."""
 RECONCILE_SCHEDULE = "0 * * * * *"
 """The reconcile (the safety net for lost webhooks): every minute."""
 HOST_START_TIMEOUT = 60.0
@@ -140,8 +142,11 @@ class Sandbox:
                    f"blobs :{self.azurite.blob_port}  (in memory)")
         self.pc = PartnerCenterSim(ca, port=pc_port).start()
         self.write(f"  Partner Center   {self.pc.url}  (simulator)")
-        self.sf = SalesforceSim(ca, port=sf_port, multi_currency=True, currencies=["USD", "EUR"]).start()
-        self.write(f"  Salesforce       {self.sf.url}  (simulator)")
+        self.sf = SalesforceSim(ca, port=sf_port, multi_currency=True, currencies=["USD", "EUR"],
+                                outbound_endpoint=f"{self.host_url}/api/salesforce/outbound?code={self.function_key}",
+                                outbound_verify=str(ca.ca_pem_path)).start()
+        self.write(f"  Salesforce       {self.sf.url}  (simulator; its Flows push outbound messages to "
+                   f"{self.host_url}/api/salesforce/outbound, the poll runs every 15 minutes as a safety net)")
         self._write_settings(self.settings())
         self.write(f"  Settings         {self._shown(self.settings_path)}")
         self.info = SandboxInfo(pid=os.getpid(), host_url=self.host_url, function_key=self.function_key,

@@ -11,7 +11,7 @@ Routes that play a person or break things live under `/_sandbox/` (never counted
 | route | effect |
 | --- | --- |
 | `GET /_sandbox/state` | API usage, record counts, pending late commits and lock faults |
-| `POST /_sandbox/limits` `{"limit": 1000, "used": 990}` | set the daily API limit and/or usage (then 403 `REQUEST_LIMIT_EXCEEDED`) |
+| `POST /_sandbox/limits` `{"limit": 1000, "used": 990, "concurrent_refusals": 2}` | set the daily API limit and/or usage (then 403 `REQUEST_LIMIT_EXCEEDED`); refuse the next calls as if 25 long requests ran |
 | `POST /_sandbox/sessions/expire` `{"username": optional}` | end sessions: the next call is 401 `INVALID_SESSION_ID` |
 | `POST /_sandbox/permission-sets` `{"username": optional, "permission_set": "Name" or null}` | assign the metadata's permission set to a user (default: the integration user), or take it away (null: the user keeps minimum access, no custom fields), as `PermissionSetAssignment` shows |
 | `POST /_sandbox/lock-rows` `{"count": 2}` | the next 2 record writes fail with `UNABLE_TO_LOCK_ROW` |
@@ -19,6 +19,9 @@ Routes that play a person or break things live under `/_sandbox/` (never counted
 | `POST /_sandbox/seller/sobjects/{type}` | create a record as the seller |
 | `PATCH`/`DELETE /_sandbox/seller/sobjects/{type}/{id}` | edit / delete a record as the seller |
 | `GET /_sandbox/records/{type}` | every record of a type, deleted ones included, all fields |
+| `GET /_sandbox/outbound` | outbound messages: endpoint, pending, acknowledged, the latest deliveries |
+| `POST /_sandbox/outbound` `{"endpoint": "https://.../api/salesforce/outbound?code=..."}` | where the Flows' outbound messages go (null: nowhere), as an admin sets it per environment |
+| `POST /_sandbox/outbound/faults` `{"kind": "drop", "count": 1, "delay": 5}` | drop, delay or duplicate on the next notifications (`"count": null`: all of them until `DELETE /_sandbox/outbound/faults`) |
 | `/_sandbox/faults` | httpsim's generic faults: 5xx, 429, slow answers, dropped connections |
 """
 
@@ -37,6 +40,7 @@ from sandbox.ca import SandboxCA
 from sandbox.httpsim import HttpError, Request, Response, Router, SimServer
 from sandbox.sf_auth import Authenticator, ClientApp
 from sandbox.sf_org import Org, RecordError, RequestError, SimUser
+from sandbox.sf_outbound import Outbox, load_triggers
 from sandbox.sf_rest import MAX_VERSION, RestApi, TokenEndpoint
 from sandbox.sf_model import DEFAULT_CURRENCIES, DEFAULT_STAGES, ObjectDef, Stage
 from sandbox.sf_schema import DEFAULT_METADATA_DIR, build_schema
@@ -61,6 +65,7 @@ class Credentials:
     seller_username: str
     seller_password: str
     seller_security_token: str
+    org_id: str = ""
 
     def settings_env(self) -> dict[str, str]:
         """The connector's settings (environment variables) for this simulator, all three grants possible."""
@@ -73,6 +78,7 @@ class Credentials:
             "SALESFORCE_PASSWORD": self.password,
             "SALESFORCE_SECURITY_TOKEN": self.security_token,
             "SALESFORCE_API_VERSION": f"{MAX_VERSION - 2}.0",
+            "SALESFORCE_ORG_ID": self.org_id,
         }
 
 
@@ -95,6 +101,10 @@ class SalesforceSim:
             tests share one because issuing a certificate is the slow part of starting).
         secret_marker: appended to the client secret and the users' passwords and security tokens, and put
             into every access token issued, so a test can look for it in logs and storage.
+        my_domain: answer as the org's My Domain URL (the default); False answers as login.salesforce.com or
+            test.salesforce.com, which refuse the client credentials flow.
+        outbound_endpoint: where the metadata's Flows send their outbound messages (None: nowhere, until
+            `POST /_sandbox/outbound` sets it); `outbound_verify` is the CA bundle for an HTTPS endpoint.
     """
 
     def __init__(self, ca: SandboxCA, *, port: int = 0, metadata_dir: Path | str = DEFAULT_METADATA_DIR,
@@ -103,7 +113,8 @@ class SalesforceSim:
                  jwt_certificate_pem: bytes | None = None, jwt_private_key_pem: bytes | None = None,
                  client_id: str = "3MVG9sandbox.CoSellConnector", client_secret: str = "sandbox-client-secret",
                  clock: Callable[[], dt.datetime] = now_utc, ssl_context: ssl.SSLContext | None = None,
-                 secret_marker: str = "") -> None:
+                 secret_marker: str = "", my_domain: bool = True, outbound_endpoint: str | None = None,
+                 outbound_verify: str | bool = True) -> None:
         if jwt_certificate_pem is None or jwt_private_key_pem is None:
             issued = ca.issue("cosell-connector-jwt", organization="Co-sell Connector")
             jwt_certificate_pem, jwt_private_key_pem = issued.cert_pem, issued.key_pem
@@ -118,7 +129,8 @@ class SalesforceSim:
                                         password="seller-password" + secret_marker,
                                         security_token="SANDBOXTOKEN2" + secret_marker)
         self.auth = Authenticator(self.org, ClientApp(client_id, client_secret + secret_marker, jwt_certificate_pem,
-                                                      run_as=self.integration.username), token_marker=secret_marker)
+                                                      run_as=self.integration.username), token_marker=secret_marker,
+                                  my_domain=my_domain)
         self.api = RestApi(self.org, self.auth, batch_size=batch_size)
         router = Router()
         TokenEndpoint(self.auth).register(router)
@@ -126,6 +138,8 @@ class SalesforceSim:
         self._sandbox_routes(router)
         self.server = SimServer(router, port=port, ssl_context=ssl_context or ca.server_ssl_context())
         self._jwt = (jwt_certificate_pem, jwt_private_key_pem)
+        self.outbox = Outbox(self.org, load_triggers(schema, metadata_dir), lambda: self.url,
+                             endpoint=outbound_endpoint, verify=outbound_verify)
 
     # -- lifecycle
 
@@ -140,13 +154,16 @@ class SalesforceSim:
             username=self.integration.username, password=self.integration.password,
             security_token=self.integration.security_token, private_key_pem=self._jwt[1].decode(),
             certificate_pem=self._jwt[0].decode(), seller_username=self.seller.username,
-            seller_password=self.seller.password, seller_security_token=self.seller.security_token)
+            seller_password=self.seller.password, seller_security_token=self.seller.security_token,
+            org_id=self.org.org_id)
 
     def start(self) -> SalesforceSim:
         self.server.start()
+        self.outbox.start()
         return self
 
     def stop(self) -> None:
+        self.outbox.stop()
         self.server.stop()
 
     def __enter__(self) -> SalesforceSim:
@@ -259,7 +276,9 @@ class SalesforceSim:
             data = body(request)
             org.api.limit = int(count(data, "limit", org.api.limit))
             org.api.used = int(count(data, "used", org.api.used))
-            return Response(200, {"used": org.api.used, "limit": org.api.limit})
+            org.api.concurrent_refusals = int(count(data, "concurrent_refusals", org.api.concurrent_refusals))
+            return Response(200, {"used": org.api.used, "limit": org.api.limit,
+                                  "concurrent_refusals": org.api.concurrent_refusals})
 
         @router.route("POST", "/_sandbox/sessions/expire")
         @guarded
@@ -312,6 +331,33 @@ class SalesforceSim:
             self.delete(request.params["sobject"], request.params["id"])
             return Response(204)
 
+        @router.route("GET", "/_sandbox/outbound")
+        def outbound_state(_: Request) -> Response:
+            return Response(200, self.outbox.state())
+
+        @router.route("POST", "/_sandbox/outbound")
+        def outbound_endpoint(request: Request) -> Response:
+            endpoint = body(request).get("endpoint")
+            if endpoint is not None and not (isinstance(endpoint, str) and endpoint.startswith(("https://", "http://"))):
+                raise HttpError(400, {"error": "endpoint must be an http(s) URL or null"})
+            self.outbox.endpoint = endpoint
+            return Response(200, self.outbox.state())
+
+        @router.route("POST", "/_sandbox/outbound/faults")
+        def outbound_fault(request: Request) -> Response:
+            data = body(request)
+            try:
+                self.outbox.add_fault(str(data.get("kind")), count=data.get("count", 1),
+                                      delay=float(count(data, "delay", 0.0)))
+            except (TypeError, ValueError) as exc:
+                raise HttpError(400, {"error": str(exc)}) from None
+            return Response(200, self.outbox.state())
+
+        @router.route("DELETE", "/_sandbox/outbound/faults")
+        def outbound_faults_clear(_: Request) -> Response:
+            self.outbox.clear_faults()
+            return Response(200, self.outbox.state())
+
         @router.route("GET", "/_sandbox/records/{sobject}")
         @guarded
         def records(request: Request) -> Response:
@@ -349,13 +395,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="active currencies, corporate first (comma-separated)")
     parser.add_argument("--api-limit", type=int, default=100_000, help="daily API request limit")
     parser.add_argument("--batch-size", type=int, default=2000, help="default query batch size")
+    parser.add_argument("--outbound-url", default=None,
+                        help="where the Flows' outbound messages go (the app's /api/salesforce/outbound?code=...)")
     args = parser.parse_args(argv)
     ca = SandboxCA.load_or_create(args.ca)
     cert, key = _jwt_material(ca, args.ca)
     sim = SalesforceSim(ca, port=args.port, metadata_dir=args.metadata, multi_currency=args.multi_currency,
                         currencies=[c.strip() for c in args.currencies.split(",") if c.strip()],
                         api_limit=args.api_limit, batch_size=args.batch_size, jwt_certificate_pem=cert,
-                        jwt_private_key_pem=key)
+                        jwt_private_key_pem=key, outbound_endpoint=args.outbound_url,
+                        outbound_verify=str(ca.ca_pem_path))
     credentials_path = args.ca / "salesforce-sim.json"
     info = asdict(sim.credentials)
     info["private_key_pem"] = str(args.ca / "salesforce-jwt.key")

@@ -80,12 +80,15 @@ class Authenticator:
         app: the client app's credentials.
         session_lifetime: how long a token lives (Salesforce's session timeout).
         token_marker: put into every access token issued (tests look for it in logs and storage).
+        my_domain: the token endpoint is the org's My Domain URL; False plays login/test.salesforce.com,
+            where Salesforce refuses the client credentials flow.
     """
 
     def __init__(self, org: Org, app: ClientApp, *, session_lifetime: dt.timedelta = dt.timedelta(hours=2),
-                 token_marker: str = "") -> None:
+                 token_marker: str = "", my_domain: bool = True) -> None:
         self.org = org
         self.app = app
+        self.my_domain = my_domain
         self.session_lifetime = session_lifetime
         self.token_marker = token_marker
         self._sessions: dict[str, Session] = {}
@@ -163,6 +166,8 @@ class Authenticator:
         return user
 
     def _client_credentials(self, form: dict[str, str]) -> SimUser:
+        if not self.my_domain:
+            raise TokenError("invalid_grant", "request not supported on this domain")
         self._check_client(form)
         if self.app.run_as is None or self.app.run_as not in self.org.users:
             raise TokenError("invalid_grant", "no client credentials user enabled")

@@ -32,6 +32,8 @@ from sandbox.sf_values import (
 )
 
 Record = dict[str, Any]
+Change = tuple["Record | None", Record]
+"""A committed write: the record before (None when created) and after (IsDeleted true when deleted)."""
 TYPE_KEY = "_type"
 """The key under which a stored record keeps its object name (never a field name: those have no underscore prefix)."""
 
@@ -107,6 +109,8 @@ class ApiUsage:
     used: int = 0
     window_start: dt.datetime = field(default_factory=now_utc)
     window: dt.timedelta = dt.timedelta(hours=24)
+    concurrent_refusals: int = 0
+    """The next calls refused with REQUEST_LIMIT_EXCEEDED as if 25 long requests already ran (not charged)."""
 
     def header(self) -> str:
         return f"api-usage={self.used}/{self.limit}"
@@ -140,6 +144,10 @@ class Org:
         self._journal: list[tuple[str, Record | None, bool]] | None = None
         self.lock_faults = 0
         self.late_commits: list[float] = []
+        self.commit_listeners: list[Callable[[list[Change]], None]] = []
+        """Called (under the lock; they must not block) with the changes of each commit: what a
+        record-triggered Flow runs after. A rolled-back change is never passed on."""
+        self._uncommitted: list[tuple[int, Change]] = []
 
     # -- users
 
@@ -265,6 +273,8 @@ class Org:
             yield
         finally:
             self._journal = None
+            changes, self._uncommitted = [change for _, change in self._uncommitted], []
+            self._committed(changes)
 
     def savepoint(self) -> int:
         """A mark in the current transaction's journal to roll back to."""
@@ -274,6 +284,7 @@ class Org:
         """Undo the current transaction's changes made after `savepoint` (all-or-none requests)."""
         if self._journal is None:
             return
+        self._uncommitted = [(mark, change) for mark, change in self._uncommitted if mark < savepoint]
         while len(self._journal) > savepoint:
             record_id, previous, was_pending = self._journal.pop()
             if was_pending:
@@ -287,11 +298,20 @@ class Org:
     def _store(self, record: Record) -> None:
         record_id = record["Id"]
         previous = self._records.get(record_id)
+        change: Change = (dict(previous) if previous is not None else None, record)
         if self._journal is not None:
-            self._journal.append((record_id, dict(previous) if previous is not None else None, False))
+            self._uncommitted.append((len(self._journal), change))
+            self._journal.append((record_id, change[0], False))
         if previous is None:
             self._by_object[record[TYPE_KEY]].append(record_id)
         self._records[record_id] = record
+        if self._journal is None:
+            self._committed([change])
+
+    def _committed(self, changes: list[Change]) -> None:
+        if changes:
+            for listener in self.commit_listeners:
+                listener(changes)
 
     # -- parsing a request body (request-level errors)
 
@@ -536,4 +556,4 @@ def _unique_key(definition: FieldDef, value: Any) -> Any:
     return value
 
 
-__all__ = ["TYPE_KEY", "ApiUsage", "Org", "Record", "RecordError", "RequestError", "SimUser"]
+__all__ = ["TYPE_KEY", "ApiUsage", "Change", "Org", "Record", "RecordError", "RequestError", "SimUser"]

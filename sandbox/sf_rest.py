@@ -27,6 +27,9 @@ from sandbox.soql import SoqlError, bind, parse, run
 MIN_VERSION, MAX_VERSION = 31, 66
 COLLECTION_LIMIT = 200
 COMPOSITE_LIMIT = 25
+COMPOSITE_HEAVY_LIMIT = 5
+"""Of the 25, at most 5 queries or sObject Collections subrequests (Salesforce's composite limits)."""
+_HEAVY_PATH = re.compile(r"^/services/data/v[0-9.]+/(query|queryAll|composite/sobjects)(/|\?|$)")
 CURSOR_IDLE = dt.timedelta(minutes=15)
 _VERSION = re.compile(r"^v(\d+)\.0$")
 _REFERENCE = re.compile(r"@\{([A-Za-z][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+|\[\d+\])*)\}")
@@ -147,6 +150,9 @@ class RestApi:
         now = self.org.clock()
         if now - api.window_start >= api.window:
             api.used, api.window_start = 0, now
+        if api.concurrent_refusals > 0:  # Salesforce's answer to a 26th concurrent long-running request
+            api.concurrent_refusals -= 1
+            raise RequestError(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentRequests (Concurrent API Requests) Limit exceeded.")
         if api.used >= api.limit:
             raise RequestError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
         api.used += 1
@@ -411,7 +417,8 @@ class RestApi:
             if upsert_obj is not None and obj is not upsert_obj:
                 raise RequestError(400, "INVALID_TYPE", f"all records must be of type {upsert_obj.name}")
             values = self.org.parse_fields(obj, raw, call.access)
-            parsed.append((obj, values, raw.get("Id")))
+            # Field names are case-insensitive, "id" included: Salesforce's own Collections examples write "id".
+            parsed.append((obj, values, next((v for k, v in raw.items() if k.lower() == "id"), None)))
         duplicates: set[Any] = set()
         if key_field is not None:
             seen: dict[Any, int] = {}
@@ -503,6 +510,10 @@ class RestApi:
         if len(subrequests) > COMPOSITE_LIMIT:
             raise RequestError(400, "LIMIT_EXCEEDED", f"Limit Exceeded: composite subrequests {len(subrequests)} "
                                                       f"> {COMPOSITE_LIMIT}")
+        heavy = sum(1 for s in subrequests if isinstance(s, dict) and _HEAVY_PATH.match(str(s.get("url", ""))))
+        if heavy > COMPOSITE_HEAVY_LIMIT:
+            raise RequestError(400, "LIMIT_EXCEEDED", f"Limit Exceeded: {heavy} query or sObject Collections "
+                                                      f"subrequests > {COMPOSITE_HEAVY_LIMIT}")
         all_or_none = bool(body.get("allOrNone", False))
         ids = [s.get("referenceId") if isinstance(s, dict) else None for s in subrequests]
         if any(not isinstance(i, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", i) for i in ids) \

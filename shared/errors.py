@@ -34,6 +34,11 @@ class InvalidInput(ConnectorError):
     """The caller sent something the service (or the connector) refuses: fix the input, do not retry."""
 
 
+class UnreadableRecord(InvalidInput):
+    """The service sent a record in a shape the connector cannot read: retrying reads the same; a person
+    must look (the reason names the fields, never their values)."""
+
+
 class NotFound(ConnectorError):
     """The record does not exist (any more)."""
 
@@ -82,4 +87,5 @@ __all__ = [
     "NotFound",
     "Throttled",
     "Unavailable",
+    "UnreadableRecord",
 ]

@@ -23,6 +23,9 @@ from shared.errors import ConfigError
 APP_ROOT = Path(__file__).resolve().parent.parent
 """The folder holding function_app.py: relative paths in settings (the mapping file) start here."""
 
+PUSH_POLL_SCHEDULE = "0 */15 * * * *"
+"""The Salesforce poll's default when Salesforce pushes changes (SALESFORCE_ORG_ID set): a safety net."""
+
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 """How an app setting that App Service resolves from Key Vault starts (infra/main.bicep writes them)."""
 
@@ -59,7 +62,8 @@ class Settings(BaseSettings):
     salesforce_security_token: SecretStr | None = None
     salesforce_api_version: str = "64.0"
     salesforce_org_id: str | None = None
-    """The org whose outbound messages are accepted (`POST /api/salesforce/outbound` refuses any other)."""
+    """The org whose Outbound Messages are accepted (Setup > Company Information > Salesforce.com
+    Organization ID). Set, it also means push is configured: the poll's default becomes every 15 minutes."""
 
     # The connector
     cosell_storage: SecretStr | None = None
@@ -131,6 +135,15 @@ class Settings(BaseSettings):
                 "or the Function App's application settings"
             )
         return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    @property
+    def poll_schedule(self) -> str:
+        """The Salesforce poll's schedule: COSELL_SF_POLL_SCHEDULE when set; else every minute, or every 15
+        minutes once push is configured (SALESFORCE_ORG_ID), the poll then being only the safety net.
+        infra/main.bicep writes the same default into the app setting the timer binding reads."""
+        if "cosell_sf_poll_schedule" in self.model_fields_set and self.cosell_sf_poll_schedule.strip():
+            return self.cosell_sf_poll_schedule
+        return PUSH_POLL_SCHEDULE if self.salesforce_org_id else self.cosell_sf_poll_schedule
 
     @property
     def forward_urls(self) -> list[str]:

@@ -278,6 +278,23 @@ def test_failures_are_handed_to_the_normal_sync_and_nothing_is_lost(sync_world: 
     assert linked == set(good)
 
 
+def test_an_unreadable_referral_is_a_dead_letter_and_the_pages_go_on(sync_world: SyncWorld) -> None:
+    """Listed across pages of 2, the referral the model cannot read is set aside; all the others are done."""
+    good = [sync_world.pc.create_incoming(new_referral(i))["id"] for i in range(5)]
+    odd = sync_world.pc.create_incoming({**new_referral(7), "details": {"requirements": {"industries": [42]}}})["id"]
+    good += [sync_world.pc.create_incoming(new_referral(i))["id"] for i in range(5, 8)]
+
+    dry = backfill(sync_world, Queues(), page_size=2).run(dry_run=True)
+    assert dry.counts["unreadable"] == 1 and list(sync_world.store.dead_letters.list()) == []
+    report = backfill(sync_world, Queues(), page_size=2).run()
+
+    assert report.counts["create"] == 8 and report.counts["unreadable"] == 1
+    assert {link.referral_id for link in sync_world.store.links.list()} == set(good)
+    letter = sync_world.store.dead_letters.get(f"referral-{odd}")
+    assert letter is not None and "details.requirements.industries.0" in letter.reason
+    assert letter.payload == {"referral_id": odd, "source": "backfill"}
+
+
 def test_ambiguous_referrals_are_left_for_a_person(sync_world: SyncWorld) -> None:
     sf, pc = sync_world.sf, sync_world.pc
     named = seller_opportunity(sf, name="Twice - Deal")

@@ -71,7 +71,7 @@ def test_each_referral_gets_one_action_and_guesses_are_left_for_a_person() -> No
         Decision("r8", Action.AMBIGUOUS, "006R8", "opportunity 006R8 is already linked to referral r99"),
         Decision("r9", Action.LINK, "006FFF", "externalReferenceId"),
         Decision("r10", Action.LINK, "006R10", "Referral Identifier"),
-        Decision("r11", Action.AMBIGUOUS, None, "engagement eng-r10 also holds referral r10"),
+        Decision("r11", Action.CREATE),  # a second referral of r10's engagement: an opportunity of its own
         Decision("r12", Action.LINK, "006M", "finishing an interrupted run"),
     ]
 

@@ -38,7 +38,7 @@ import requests
 
 from sandbox.azurite import Azurite
 from sandbox.ca import SandboxCA
-from sandbox.partner_center import PartnerCenterSim
+from sandbox.partner_center import CLOSING_OFFSETS_HOURS, PartnerCenterSim
 from sandbox.salesforce import SalesforceSim
 from sandbox.sf_org import RecordError
 from shared.settings import APP_ROOT, load_settings
@@ -98,6 +98,7 @@ def chaos_world(sandbox_ca: SandboxCA, sf_sim_factory: Callable[..., SalesforceS
     """The connector as `connector` runs it, with this process's environment holding the same settings."""
     with Azurite() as azurite:
         pc = PartnerCenterSim(sandbox_ca, delivery_delays=(0.3, 0.6, 1.0)).start()
+        pc.refuse_closed_edits = True  # stricter than the reference: the connector must never need closed edits
         sf = sf_sim_factory(multi_currency=True, currencies=list(CURRENCIES))
         env = {**pc.settings_env(), **sf.credentials.settings_env(), "AzureWebJobsStorage": azurite.connection_string,
                "COSELL_SF_POLL_SCHEDULE": EVERY_SECOND, "COSELL_PC_RECONCILE_SCHEDULE": QUIET,
@@ -292,8 +293,8 @@ class Chaos:
         number = next(self._numbers)
         details = {"dealValue": self.rng.randrange(1000, 900000, 100), "currency": self.rng.choice(CURRENCIES),
                    "notes": f"Microsoft's note {number}",
-                   "closingDateTime": f"{self._date()}T00:00:00Z" if self.rng.random() < 0.7 else None,
-                   "requirements": {"industries": [], "products": [], "services": [], "solutions": [
+                   "closingDateTime": self._closing() if self.rng.random() < 0.7 else None,
+                   "requirements": {"industries": [{"id": "Retail"}], "products": [], "services": [], "solutions": [
                        {"id": f"ms-solution-{number}", "name": f"Microsoft solution {number}", "type": "Service"}]}}
         referral = self.world.pc.create_incoming({
             "name": f"Chaos {number} - Microsoft referral",
@@ -301,7 +302,8 @@ class Chaos:
                                 "address": {"country": "US", "city": "Seattle"},
                                 "team": [{"firstName": "Jonas", "lastName": f"Weber {number}",
                                           "email": f"jonas.{number}@customer.example", "phoneNumber": None,
-                                          "contactPreference": None}]},
+                                          "contactPreference": {"locale": "de-DE",
+                                                                "disableNotifications": False}}]},
             "details": details})
         pair = Pair(PC, self.round, referral_id=referral["id"])
         created = self.mapping.pc_values(referral)
@@ -321,7 +323,7 @@ class Chaos:
             else:
                 changes["details"][name] = {
                     "dealValue": self.rng.randrange(1000, 900000, 100), "currency": self.rng.choice(CURRENCIES),
-                    "notes": f"Microsoft note {number}", "closingDateTime": f"{self._date()}T00:00:00Z"}[name]
+                    "notes": f"Microsoft note {number}", "closingDateTime": self._closing()}[name]
         referral = self.world.pc.update_as_microsoft(pair.referral_id, changes)
         values = self.mapping.pc_values(referral)
         for key in self._touched_keys(changes):
@@ -556,6 +558,12 @@ class Chaos:
     def _date(self) -> str:
         return (dt.date(2027, 1, 1) + dt.timedelta(days=self.rng.randrange(0, 700))).isoformat()
 
+    def _closing(self) -> str:
+        """A closing date as Partner Center writes it: a user's local midnight, in UTC (offsets -3 h to +10 h)."""
+        offset = dt.timedelta(hours=self.rng.choice(CLOSING_OFFSETS_HOURS))
+        midnight = dt.datetime.combine(dt.date.fromisoformat(self._date()), dt.time(), dt.timezone.utc)
+        return (midnight - offset).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     def _phase(self, stage: str) -> str:
         return self.mapping.stage.sf_value({"StageName": stage})
 
@@ -697,6 +705,7 @@ def test_chaos_converges(chaos_world: World, capsys: pytest.CaptureFixture[str])
         print("\n" + "\n".join(lines))
     assert counts.pairs_checked >= len(chaos.pairs)
     assert sum(counts.faults.values()) > 0 and sum(counts.operations.values()) > 0
+    assert chaos_world.pc.closed_edits_refused == 0, "the connector sent a change to a closed referral"
 
 
 def _listed(counter: Counter[str] | dict[str, int]) -> str:

@@ -172,3 +172,32 @@ def test_status_routes_take_any_search_and_refuse_garbage_replays(app: App) -> N
         _short_error(answer)
     assert app.call("POST", "status/replay", data=b'{"all": true}').status_code == 415  # not JSON by type
     _no_500_and_nothing_queued(app)
+
+
+def test_outbound_message_route_refuses_hostile_xml_other_orgs_and_huge_bodies(app: App) -> None:
+    from sandbox.sf_outbound import envelope
+    from tests.test_sf_outbound import BILLION_LAUGHS, EXTERNAL_ENTITY, WSDL_SHAPED
+
+    org = app.sf.org.org_id
+
+    def message(count: int, *, org_id: str = org, sobject: str = "Opportunity") -> bytes:
+        return envelope(org_id=org_id, action_id="04kHs0000000001IAA", base_url=app.sf.url, notifications=[
+            (f"04lHs{i:010d}IAQ", sobject, {"Id": f"006Hs{i:010d}IAQ"}) for i in range(count)])
+
+    bodies: dict[str, tuple[bytes, int]] = {
+        "billion laughs": (BILLION_LAUGHS, 400), "external entity": (EXTERNAL_ENTITY, 400),
+        "not XML": (b"{ids: [006]}", 400), "truncated": (message(1)[:-40], 400), "empty": (b"", 400),
+        "101 notifications": (message(101), 400), "an Account": (message(1, sobject="Account"), 400),
+        "another org": (message(1, org_id="00DHs0000000999IAA"), 403),
+        "the WSDL sample, another org": (WSDL_SHAPED.replace(b"00DHs0000000001IAA", b"00DHs0000000777IAA"), 403),
+        "10 MB": (message(1) + b" " * (10 * 1024 * 1024), 413),
+    }
+    answers = {label: app.call("POST", "salesforce/outbound", data=body, headers={"Content-Type": "text/xml"})
+               for label, (body, _) in bodies.items()}
+
+    wrong = {label: (a.status_code, a.text[:160]) for label, a in answers.items() if a.status_code != bodies[label][1]}
+    assert wrong == {}, wrong
+    for answer in answers.values():
+        assert b"<faultstring>" in answer.content and b"<Ack>" not in answer.content
+    assert app.call("POST", "salesforce/outbound", key=False, data=message(1)).status_code == 401
+    _no_500_and_nothing_queued(app)

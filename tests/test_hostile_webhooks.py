@@ -122,14 +122,14 @@ def test_hostile_deliveries_get_a_clear_4xx_and_nothing_is_enqueued(app: App, sa
     now = dt.datetime.now(dt.timezone.utc)
     ms = "Microsoft Corporation"
     leaf = "pcnotifications-dispatch.microsoft.com"
-    expired = sandbox_ca.issue(leaf, organization=ms, not_before=now - dt.timedelta(days=30),
-                               not_after=now - dt.timedelta(days=1))
-    not_yet = sandbox_ca.issue(leaf, organization=ms, not_before=now + dt.timedelta(days=1),
-                               not_after=now + dt.timedelta(days=30))
+    expired = sandbox_ca.issue_webhook_signer(not_before=now - dt.timedelta(days=30),
+                                              not_after=now - dt.timedelta(days=1))
+    not_yet = sandbox_ca.issue_webhook_signer(not_before=now + dt.timedelta(days=1),
+                                              not_after=now + dt.timedelta(days=30))
     self_made = self_signed(leaf, organization=ms, ca=False)
-    wrong_org = sandbox_ca.issue(leaf, organization="Contoso Ltd")
-    urls = {"expired": pc.host_certificate("expired.cer", expired.cert_der),
-            "not-yet": pc.host_certificate("not-yet.cer", not_yet.cert_der),
+    wrong_org = sandbox_ca.issue(leaf, organization=ms)  # Microsoft's name in the subject, not in the issuer
+    urls = {"expired": pc.host_certificate("expired.pem", expired.bundle_pem),
+            "not-yet": pc.host_certificate("not-yet.pem", not_yet.bundle_pem),
             "self-signed": pc.host_certificate("self-signed.cer", self_made.cert_der),
             "wrong-org": pc.host_certificate("wrong-org.cer", wrong_org.cert_der),
             "garbage": pc.host_certificate("garbage.cer", b"\x00\x01 this is not a certificate \xff" * 10),

@@ -256,14 +256,14 @@ def test_patch_ops_add_versus_replace() -> None:
         "details.notes": "n",
         "details.currency": "EUR",
         "details.requirements.solutions": [{"id": "s"}],
-        "details.requirements.industries": ["Retail"],
+        "details.requirements.industries": [{"id": "Retail"}],
         "inviteContext.assistanceRequestCode": "GeneralOrOther",
     }) == [
         {"op": "replace", "path": "/name", "value": "y"},
         {"op": "replace", "path": "/details/notes", "value": "n"},
         {"op": "add", "path": "/details/currency", "value": "EUR"},
         {"op": "add", "path": "/details/requirements", "value": {"solutions": [{"id": "s"}]}},
-        {"op": "add", "path": "/details/requirements/industries", "value": ["Retail"]},
+        {"op": "add", "path": "/details/requirements/industries", "value": [{"id": "Retail"}]},
         {"op": "add", "path": "/inviteContext", "value": {"assistanceRequestCode": "GeneralOrOther"}},
     ]
     assert referral["inviteContext"] is None  # the input is not modified

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from shared.mapping.countries import COUNTRIES
@@ -56,10 +58,10 @@ def test_boolean_both_ways() -> None:
     assert boolean.to_sf(True) is True and boolean.to_pc(False) is False
 
 
-def test_date_takes_the_written_date_and_writes_midnight_utc_to_partner_center() -> None:
+def test_date_takes_the_nearest_date_and_writes_midnight_utc_to_partner_center() -> None:
     date = Date()
     assert date.from_pc("2027-03-15T00:00:00Z") == "2027-03-15"
-    assert date.from_pc("2027-03-14T23:00:00-08:00") == "2027-03-14"  # as written, not moved to UTC
+    assert date.from_pc("2027-03-14T23:00:00-08:00") == "2027-03-15"  # 07:00 UTC on the 15th
     assert date.from_pc("2027-03-15T10:11:12.123Z") == "2027-03-15"
     assert date.from_sf("2027-03-15") == "2027-03-15"
     assert date.to_sf("2027-03-15") == "2027-03-15"  # a Date field takes YYYY-MM-DD only
@@ -67,6 +69,26 @@ def test_date_takes_the_written_date_and_writes_midnight_utc_to_partner_center()
     assert date.to_pc(None) is None and date.from_sf(None) is None
     with pytest.raises(UnmappedValue):
         date.from_sf("15/03/2027")
+
+
+def test_a_local_midnight_written_in_utc_is_that_local_date() -> None:
+    """Real closing dates (Microsoft Learn, Get a list of referrals; captured responses) are local midnights."""
+    date = Date()
+    assert date.from_pc("2022-03-24T18:30:00Z") == "2022-03-25"  # India, UTC+5:30
+    assert date.from_pc("2022-06-29T23:00:00Z") == "2022-06-30"  # Central Europe, UTC+1
+    assert date.from_pc("2022-03-04T03:00:00Z") == "2022-03-04"  # Brazil, UTC-3
+    assert date.from_pc("2022-03-04T00:00:00+05:30") == "2022-03-04"  # the same midnight with its offset
+
+
+def test_a_closing_date_survives_round_trips_for_every_offset_users_have() -> None:
+    """From -11:30 to +12:00 by half hours: read, written back, read again: the same date each time."""
+    date = Date()
+    for half_hours in range(-23, 25):
+        local_midnight = dt.datetime(2027, 3, 15, tzinfo=dt.timezone(dt.timedelta(minutes=30 * half_hours)))
+        text = local_midnight.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        first = date.pc_canonical(text)
+        assert first == "2027-03-15", text
+        assert date.pc_canonical(date.to_pc(date.from_sf(date.to_sf(first)))) == first
 
 
 def test_datetime_compares_instants_in_utc() -> None:

@@ -61,9 +61,14 @@ def test_list_follows_next_links_across_pages(pc_sim: PartnerCenterSim, client: 
     assert active[0].updated_date_time >= active[-1].updated_date_time
 
 
-def test_create_get_patch_with_etag_and_412(pc_sim: PartnerCenterSim, client: PartnerCenterClient) -> None:
+@pytest.mark.parametrize("create_status", [201, 200])
+def test_create_get_patch_with_etag_and_412(pc_sim: PartnerCenterSim, client: PartnerCenterClient,
+                                            create_status: int) -> None:
+    pc_sim.create_status = create_status  # Microsoft's connector definition documents 200, the reference 201
     created = client.create_referral(_new_referral())
-    assert created.id and created.e_tag and created.status is ReferralStatus.NEW
+    # As in the reference's example: the partner's own referral comes back already accepted, no expiry.
+    assert created.id and created.e_tag and created.status is ReferralStatus.ACTIVE
+    assert created.substatus is ReferralSubstatus.ACCEPTED and created.expiration_date_time is None
     read = client.get_referral(created.id)
     assert read.e_tag == created.e_tag and read.external_reference_id == "0065g00000XyZabAAB"
 
@@ -168,3 +173,62 @@ def test_rate_limiter_spaces_calls() -> None:
         limiter.acquire()
     assert now[0] == pytest.approx(2.0)  # burst of 2, then one every half second
     assert all(s == pytest.approx(0.5) for s in slept)
+
+
+def test_patch_is_sent_as_application_json(pc_sim: PartnerCenterSim, pc_env: dict[str, str], pc_store) -> None:  # type: ignore[no-untyped-def]
+    """Every Microsoft example and Microsoft's own connector send the JSON Patch array as application/json."""
+    from shared.partner_center.transport import TimeoutSession
+
+    sent: list[str | None] = []
+
+    class Recording(TimeoutSession):
+        def request(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+            if method == "PATCH":
+                sent.append((kwargs.get("headers") or {}).get("Content-Type"))
+            return super().request(method, url, *args, **kwargs)
+
+    client = PartnerCenterClient.from_settings(get_settings(), store=pc_store, retry=FAST, session=Recording())
+    referral = pc_sim.create_incoming()
+    client.update_referral(referral["id"], [PatchOperation.replace("/details/dealValue", 5)], etag=referral["eTag"])
+    assert sent == ["application/json"]
+
+
+def test_next_link_in_the_references_form_is_resolved_against_the_configured_base() -> None:
+    """The reference's nextLink has another scheme and no /engagements: it must land on the configured base."""
+    from shared.partner_center.transport import resolve_link
+
+    base = "https://127.0.0.1:8443/v1.0/engagements"
+    link = "http://api.partner.microsoft.com/v1.0/referrals?$skiptoken=eyJwIjoyfQ&$top=100"
+    assert resolve_link(base, link) == "https://127.0.0.1:8443/v1.0/engagements/referrals?$skiptoken=eyJwIjoyfQ&$top=100"
+    same = "https://api.partner.microsoft.com/v1.0/engagements/referrals?$skiptoken=x"
+    assert resolve_link(base, same) == "https://127.0.0.1:8443/v1.0/engagements/referrals?$skiptoken=x"
+
+
+def test_the_simulator_pages_as_the_reference_does(pc_sim: PartnerCenterSim, client: PartnerCenterClient) -> None:
+    """Pages of at most 100, nextLink in the reference's form; the client follows it to the end."""
+    for _ in range(3):
+        pc_sim.create_incoming()
+    first = next(client.iter_pages(top=2))
+    assert first.next_link is not None and first.next_link.startswith("http://api.partner.microsoft.com/v1.0/referrals?")
+    assert sum(len(page.value) for page in client.iter_pages(top=2)) == 3
+    with pytest.raises(InvalidInput):
+        next(client.iter_pages(top=101))
+
+
+def test_an_unreadable_outgoing_referral_is_not_taken_for_absent(pc_sim: PartnerCenterSim,
+                                                                 client: PartnerCenterClient) -> None:
+    """Resolving a create intent: a referral that carries the opportunity's id but cannot be read must stop
+    the create (a second POST would duplicate it), not count as "not created yet"."""
+    import datetime as dt
+
+    from shared.errors import UnreadableRecord
+
+    created = client.create_referral(_new_referral())
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    assert client.find_outgoing_by_external_reference("0065g00000XyZabAAB", created_since=since).id == created.id
+    pc_sim.update_as_microsoft(created.id, {"details": {"requirements": {"industries": [42]}}})
+    with pytest.raises(UnreadableRecord, match="details.requirements.industries.0"):
+        client.find_outgoing_by_external_reference("0065g00000XyZabAAB", created_since=since)
+    with pytest.raises(UnreadableRecord, match=f"referral {created.id}"):
+        client.get_referral(created.id)
+    assert client.find_outgoing_by_external_reference("0065g00000OtherAAA", created_since=since) is None

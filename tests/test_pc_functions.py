@@ -20,7 +20,8 @@ import requests
 from sandbox.ca import SandboxCA, self_signed
 from sandbox.partner_center import PartnerCenterSim
 from shared.partner_center.registration import DEFAULT_EVENTS
-from tests.fixtures.partner_center import HOST_JSON, HOST_KEY, QUIET_TIMERS
+from shared.store.queues import REFERRAL_QUEUE
+from tests.fixtures.partner_center import HOST_JSON, HOST_KEY, QUIET_TIMERS, clear_queues, queues_drained
 from tests.fixtures.partner_center import event_body as _event
 from tests.fixtures.partner_center import signed_headers as _signed
 
@@ -54,6 +55,7 @@ def pc_host(function_host, pc_sim: PartnerCenterSim, sf_sim):  # type: ignore[no
 
 def test_genuine_webhook_is_enqueued_once_and_processed(pc_host, pc_sim: PartnerCenterSim,  # type: ignore[no-untyped-def]
                                                         azurite: str) -> None:
+    clear_queues(azurite, REFERRAL_QUEUE)
     host = pc_host()
     receiver = f"{host.url}/api/partnercenter/events?code={HOST_KEY}"
     answer = requests.post(f"{host.url}/api/partnercenter/webhook", params={"code": HOST_KEY},
@@ -64,9 +66,8 @@ def test_genuine_webhook_is_enqueued_once_and_processed(pc_host, pc_sim: Partner
     referral_id = pc_sim.create_incoming({"name": "Fabrikam - Dynamics upgrade"})["id"]
     deliveries = pc_sim.wait_for_deliveries(lambda log: any(d["status"] == 202 for d in log))
     assert [d["status"] for d in deliveries] == [202]
-    entries = _wait(lambda: _synclog_for(azurite, {referral_id}))
-    time.sleep(1.0)  # a second message would have been processed by now
-    entries = _synclog_for(azurite, {referral_id})
+    _wait(lambda: _synclog_for(azurite, {referral_id}) and queues_drained(azurite, REFERRAL_QUEUE))
+    entries = _synclog_for(azurite, {referral_id})  # every message was settled: a second one would show here
     assert len(entries) == 1 and entries[0].outcome.value == "created", entries
     assert entries[0].request_ids  # Partner Center's request-id is kept for support
 
@@ -80,11 +81,11 @@ def test_forged_and_malformed_deliveries_are_refused_with_nothing_enqueued(
     host = pc_host()
     url = f"{host.url}/api/partnercenter/events"
     now = dt.datetime.now(dt.timezone.utc)
-    expired = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation",
-                               not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
-    wrong_org = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Fabrikam Inc")
+    expired = sandbox_ca.issue_webhook_signer(not_before=now - dt.timedelta(days=30),
+                                              not_after=now - dt.timedelta(days=1))
+    wrong_org = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation")
     forged = self_signed("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation", ca=False)
-    expired_url = pc_sim.host_certificate("expired.cer", expired.cert_der)
+    expired_url = pc_sim.host_certificate("expired.pem", expired.bundle_pem)
     wrong_org_url = pc_sim.host_certificate("wrong-org.cer", wrong_org.cert_der)
     forged_url = pc_sim.host_certificate("forged.cer", forged.cert_der)
     ids = {name: str(uuid.uuid4()) for name in ("bad-sig", "host", "http", "expired", "self-signed", "org")}
@@ -172,3 +173,78 @@ def test_test_event_is_rate_limited_by_partner_center(pc_host, pc_sim: PartnerCe
         assert requests.post(f"{host.url}/api/partnercenter/webhook/test", params=key, timeout=30).status_code == 200
     third = requests.post(f"{host.url}/api/partnercenter/webhook/test", params=key, timeout=30)
     assert third.status_code == 429 and int(third.headers["Retry-After"]) > 30
+
+
+class SwitchableRelay:
+    """A TCP relay in front of Azurite's queue service that can be switched off: while off, every connection
+    is closed at once, as when the storage account cannot be reached."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.up = True
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, name="switchable-relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(2)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self._listener.close()
+
+
+def test_a_delivery_while_the_queue_is_unreachable_is_answered_503_and_its_retry_processed_once(
+        pc_host, pc_sim: PartnerCenterSim) -> None:  # type: ignore[no-untyped-def]
+    from sandbox.azurite import Azurite
+
+    with Azurite() as azurite:  # storage of its own: the simulators' ids restart in every test
+        relay, host = SwitchableRelay(azurite.queue_port), None
+        try:
+            storage = azurite.connection_string.replace(f"127.0.0.1:{azurite.queue_port}/",
+                                                        f"127.0.0.1:{relay.port}/")
+            host = pc_host(AzureWebJobsStorage=storage)
+            registered = requests.post(f"{host.url}/api/partnercenter/webhook", params={"code": HOST_KEY}, timeout=30,
+                                       json={"url": f"{host.url}/api/partnercenter/events?code={HOST_KEY}"})
+            assert registered.status_code == 201, registered.text
+            relay.up = False
+
+            referral_id = pc_sim.create_incoming({"name": "Delivered while the queue was down"})["id"]
+            refused = pc_sim.wait_for_deliveries(lambda log: any(d["status"] == 503 for d in log), timeout=30)
+            assert {d["status"] for d in refused} == {503}  # Partner Center will deliver it again
+            relay.up = True
+
+            deliveries = pc_sim.wait_for_deliveries(lambda log: any(d["status"] == 202 for d in log), timeout=30)
+            direct = azurite.connection_string
+            _wait(lambda: _synclog_for(direct, {referral_id}) and queues_drained(direct, REFERRAL_QUEUE), timeout=30)
+            entries = _synclog_for(direct, {referral_id})
+            assert [d["status"] for d in deliveries if d["status"] != 503] == [202]
+            assert len(entries) == 1 and entries[0].outcome.value == "created", entries
+        finally:
+            if host is not None:
+                host.stop()  # before its storage goes
+            relay.stop()

@@ -55,8 +55,21 @@ def test_known_values_become_enums_and_fields_are_typed(samples_dir: Path) -> No
     assert referral.invite_context.assistance_request_code is AssistanceRequestCode.CUSTOMER_TECHNICAL_ARCHITECTURE
     assert referral.details.deal_value == 125000 and isinstance(referral.details.deal_value, int)
     assert referral.updated_date_time == dt.datetime(2026, 11, 21, 16, 40, 55, 902000, tzinfo=dt.timezone.utc)
-    assert referral.customer_profile.team[0].contact_preference.phone_enabled is True
+    assert referral.customer_profile.team[0].contact_preference.locale == "en-US"
+    assert referral.customer_profile.team[0].contact_preference.disable_notifications is False
     assert referral.is_shared and not referral.is_closed
+
+
+def test_the_documented_shapes_are_typed(samples_dir: Path) -> None:
+    """Requirements are lists of objects, the inviter is an organization (Microsoft Learn, Referral resources)."""
+    referral = Referral.model_validate(_load(samples_dir, "referral-incoming-new.json"))
+    assert referral.details.requirements.industries[0].id == "Manufacturing"
+    assert referral.invite_context.invited_by.organization_name == "Microsoft"
+    assert referral.customer_profile.team[0].contact_preference.locale == "de-DE"
+    legacy = Referral.model_validate({"details": {"requirements": {"industries": ["Retail"]}},
+                                      "inviteContext": {"invitedBy": {"firstName": "Mia"}}})
+    assert legacy.to_api() == {"details": {"requirements": {"industries": ["Retail"]}},
+                               "inviteContext": {"invitedBy": {"firstName": "Mia"}}}  # kept verbatim
 
 
 def test_unknown_enum_values_and_fields_survive_a_read_modify_write(samples_dir: Path) -> None:

@@ -18,7 +18,7 @@ from sandbox.partner_center import PartnerCenterSim
 from shared.partner_center.receiver import RelayFailed, receive
 from shared.partner_center.signature import WebhookVerifier, trusted_roots
 from shared.store import FORWARD_QUEUE, REFERRAL_QUEUE, QueueSender
-from tests.fixtures.partner_center import HOST_JSON, HOST_KEY, QUIET_TIMERS, Downstream
+from tests.fixtures.partner_center import HOST_JSON, HOST_KEY, QUIET_TIMERS, Downstream, queues_drained
 from tests.fixtures.partner_center import event_body as _event
 from tests.fixtures.partner_center import signed_headers as _signed
 
@@ -54,9 +54,9 @@ def test_every_event_reaches_both_receivers_once_with_one_down_for_a_while(
 
     referral_ids = [pc_sim.create_incoming({"name": f"Relay {i}"})["id"] for i in range(3)]
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (len(up.received) >= 3 and len(flaky.received) >= 3):
-        time.sleep(0.2)
-    time.sleep(1.5)  # anything delivered twice would have arrived by now
+    while time.monotonic() < deadline and not (len(up.received) >= 3 and len(flaky.received) >= 3
+                                               and queues_drained(azurite, REFERRAL_QUEUE, FORWARD_QUEUE)):
+        time.sleep(0.2)  # until every relay message was settled: anything sent twice has arrived by then
 
     assert flaky.refused >= 1  # it really was down when the first events came
     verifier = WebhookVerifier(allowed_hosts=["127.0.0.1"], roots=trusted_roots(str(sandbox_ca.ca_pem_path)))

@@ -48,13 +48,15 @@ def test_genuine_delivery_verifies_and_the_certificate_is_cached(pc_sim: Partner
                                                                   verifier: WebhookVerifier) -> None:
     headers = signed_headers(pc_sim.signer, pc_sim.cert_url)
     leaf = verifier.verify(BODY, headers)
-    assert leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Microsoft Corporation"
+    # Shaped as Partner Center's: no organization in the leaf's subject, Microsoft's in its issuer's.
+    assert leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME) == []
+    assert leaf.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Microsoft Corporation"
     verifier.verify(BODY, {k.lower(): v for k, v in headers.items()})  # header names are case-insensitive
     assert verifier._session.fetches == 1  # type: ignore[attr-defined]
 
 
 def test_pem_certificate_and_x_ms_signature_header(pc_sim: PartnerCenterSim, verifier: WebhookVerifier) -> None:
-    url = pc_sim.host_certificate("signer.pem", pc_sim.signer.cert_pem)
+    url = pc_sim.host_certificate("signer.pem", pc_sim.signer.bundle_pem)
     headers = signed_headers(pc_sim.signer, url)
     headers["X-MS-Signature"] = headers.pop("Authorization")
     verifier.verify(BODY, headers)
@@ -76,14 +78,18 @@ def test_forgeries_are_refused(pc_sim: PartnerCenterSim, sandbox_ca: SandboxCA, 
     _expect(verifier, {**good, "X-MS-Certificate-Url": "https://evil.example/cert.cer"}, "allow-list")
     _expect(verifier, {**good, "X-MS-Certificate-Url": pc_sim.url + "/cert/missing.cer"}, "answered 404")
 
-    wrong_org = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Contoso Corporation")
-    url = pc_sim.host_certificate("wrong-org.cer", wrong_org.cert_der)
-    _expect(verifier, signed_headers(wrong_org, url), "not Microsoft Corporation")
+    # Microsoft Corporation in the leaf's subject proves nothing: its issuer is not Microsoft's.
+    subject_only = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation")
+    url = pc_sim.host_certificate("subject-only.cer", subject_only.cert_der)
+    _expect(verifier, signed_headers(subject_only, url), "issuer organization is not Microsoft Corporation")
+    other = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com",
+                             issuer=sandbox_ca.intermediate("Contoso Issuing CA", organization="Contoso Corporation"))
+    url = pc_sim.host_certificate("wrong-org.pem", other.bundle_pem)
+    _expect(verifier, signed_headers(other, url), "issuer organization is not Microsoft Corporation")
 
     now = dt.datetime.now(dt.timezone.utc)
-    expired = sandbox_ca.issue("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation",
-                               not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
-    url = pc_sim.host_certificate("expired.cer", expired.cert_der)
+    expired = sandbox_ca.issue_webhook_signer(not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
+    url = pc_sim.host_certificate("expired.pem", expired.bundle_pem)
     _expect(verifier, signed_headers(expired, url), "expired")
 
     forged = self_signed("pcnotifications-dispatch.microsoft.com", organization="Microsoft Corporation", ca=False)
@@ -105,7 +111,8 @@ def test_intermediate_found_through_authority_information_access(pc_sim: Partner
                                                                   verifier: WebhookVerifier) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     inter_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    inter_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sandbox Issuing CA 01")])
+    inter_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sandbox Issuing CA 01"),
+                            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Microsoft Corporation")])
     intermediate = (
         x509.CertificateBuilder().subject_name(inter_name).issuer_name(sandbox_ca.root.cert.subject)
         .public_key(inter_key.public_key()).serial_number(x509.random_serial_number())
@@ -123,8 +130,7 @@ def test_intermediate_found_through_authority_information_access(pc_sim: Partner
     leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     leaf = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pcnotifications-dispatch.microsoft.com"),
-                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Microsoft Corporation")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pcnotifications-dispatch.microsoft.com")]))
         .issuer_name(inter_name).public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -43,9 +43,12 @@ def test_the_api_refuses_what_the_handbook_forbids(pc_sim: PartnerCenterSim) -> 
     assert call("GET", base, params={"$filter": "name eq 'x'"}).status_code == 400
     assert call("GET", base, params={"$orderby": "name asc"}).status_code == 400
     assert call("GET", base, params={"$top": "2", "$skiptoken": "garbage"}).status_code == 400
+    assert call("GET", base, params={"$top": "101"}).status_code == 400  # a page holds at most 100
+    assert call("GET", base, params={"$top": "100"}).status_code == 200
     patch = f"{base}/{referral_id}"
     ops = [{"op": "replace", "path": "/details/dealValue", "value": 1}]
-    assert call("PATCH", patch, json=ops).status_code == 415  # not json-patch+json
+    assert call("PATCH", patch, data=json.dumps(ops), headers={"Content-Type": "text/plain"}).status_code == 415
+    assert call("PATCH", patch, json=ops).status_code == 204  # application/json, as Microsoft's examples send it
     json_patch = {"Content-Type": "application/json-patch+json"}
     assert call("PATCH", patch, data=json.dumps([{"op": "remove", "path": "/details/notes"}]),
                 headers=json_patch).status_code == 400
@@ -120,3 +123,55 @@ def test_register_webhook_and_webhook_status_commands(pc_sim: PartnerCenterSim, 
     report = json.loads(capsys.readouterr().out)
     assert report["webhook"]["points_here"] is True and report["webhook"]["registered"] is True
 
+
+
+def test_referrals_from_microsoft_carry_the_documented_shapes(pc_sim: PartnerCenterSim) -> None:
+    """Requirements as objects, the inviter as an organization, contact preferences as {locale,
+    disableNotifications}, closing dates as a user's local midnight in UTC (Microsoft Learn, Referral resources;
+    captured responses), so the connector is tested on what the real service sends."""
+    import datetime as dt
+
+    from shared.models import Referral
+
+    seen_offsets = set()
+    for _ in range(4):
+        referral = pc_sim.create_incoming({"customerProfile": {"team": [{"firstName": "Ada", "email": "a@x.example"}]}})
+        assert referral["details"]["requirements"]["industries"] == [{"id": "Retail"}]
+        assert set(referral["inviteContext"]["invitedBy"]) == {"organizationId", "organizationName"}
+        assert referral["customerProfile"]["team"][0]["contactPreference"] == {"locale": "en-US",
+                                                                              "disableNotifications": False}
+        closing = dt.datetime.fromisoformat(referral["details"]["closingDateTime"])
+        hours_to_midnight = ((24 - closing.hour - closing.minute / 60) % 24) or 0
+        offset = hours_to_midnight if hours_to_midnight <= 10 else hours_to_midnight - 24
+        assert -3 <= offset <= 10 and referral["details"]["closingDateTime"].endswith("Z")
+        seen_offsets.add(offset)
+        Referral.model_validate(referral)  # the connector's model reads every one
+    assert len(seen_offsets) == 4  # several time zones, east and west of UTC
+
+
+def test_the_closed_referral_switch_refuses_what_the_reference_allows(pc_sim: PartnerCenterSim) -> None:
+    verify = str(pc_sim.ca.ca_pem_path)
+    user = _token(pc_sim, {"grant_type": "refresh_token", "refresh_token": pc_sim.mint_refresh_token()},
+                  "https://api.partner.microsoft.com/.default offline_access")
+    referral_id = pc_sim.create_incoming()["id"]
+    pc_sim.update_as_microsoft(referral_id, {"status": "Closed", "substatus": "Lost", "statusReason": "budget cut"})
+
+    def patch(ops: list[dict[str, object]]) -> requests.Response:
+        return requests.patch(f"{pc_sim.api_url}/referrals/{referral_id}", data=json.dumps(ops), verify=verify,
+                              headers={"Authorization": f"Bearer {user}", "Content-Type": "application/json-patch+json"},
+                              timeout=10)
+
+    won = [{"op": "replace", "path": "/substatus", "value": "Won"}]
+    assert patch(won).status_code == 204  # the reference lists Closed -> Closed: allowed by default
+    switched = requests.post(f"{pc_sim.url}/_sandbox/closed-referrals", json={"refuseEdits": True}, verify=verify,
+                             timeout=10)
+    assert switched.status_code == 200 and switched.json()["refuseEdits"] is True
+
+    lost = patch([{"op": "replace", "path": "/substatus", "value": "Lost"},
+                  {"op": "replace", "path": "/statusReason", "value": "again"}])
+    edit = patch([{"op": "replace", "path": "/details/dealValue", "value": 1}])
+
+    assert (lost.status_code, edit.status_code) == (400, 400)
+    assert edit.json()["error"]["code"] == "ReferralClosed"
+    assert pc_sim.closed_edits_refused == 2
+    assert pc_sim.referrals[referral_id]["substatus"] == "Won"

@@ -81,3 +81,16 @@ def test_example_settings_file_lists_every_setting_with_a_comment() -> None:
     comments = {name.upper() for name in example["Comments"]}
     assert names <= values, names - values
     assert names <= comments, names - comments
+
+
+def test_the_poll_defaults_to_every_15_minutes_once_push_is_configured_but_an_explicit_schedule_wins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import PUSH_POLL_SCHEDULE, load_settings
+
+    monkeypatch.delenv("COSELL_SF_POLL_SCHEDULE", raising=False)
+    monkeypatch.delenv("SALESFORCE_ORG_ID", raising=False)
+    assert load_settings().poll_schedule == "0 */1 * * * *"
+    monkeypatch.setenv("SALESFORCE_ORG_ID", "00DHs0000000001IAA")
+    assert load_settings().poll_schedule == PUSH_POLL_SCHEDULE == "0 */15 * * * *"
+    monkeypatch.setenv("COSELL_SF_POLL_SCHEDULE", "0 */5 * * * *")
+    assert load_settings().poll_schedule == "0 */5 * * * *"

@@ -109,6 +109,15 @@ def test_login_problems_are_named(sf_sim: SalesforceSim, connect: Callable[..., 
         list(bad_app.query("SELECT Id FROM User"))
 
 
+@pytest.mark.parametrize("login_url", ["https://login.salesforce.com", "https://TEST.salesforce.com/"])
+def test_client_credentials_need_a_my_domain_url(sf_sim: SalesforceSim, connect: Callable[..., SalesforceClient],
+                                                 login_url: str) -> None:
+    """Refused before any call, in words that say what to set (Salesforce refuses the flow on those hosts)."""
+    with pytest.raises(ConfigError, match="My Domain URL"):
+        connect(sf_sim, drop=("SALESFORCE_PRIVATE_KEY", "SALESFORCE_PASSWORD"), SALESFORCE_LOGIN_URL=login_url)
+    assert sf_sim.auth.tokens_issued == 0
+
+
 def test_jwt_audience_follows_the_login_url() -> None:
     assert jwt_audience("https://login.salesforce.com") == "https://login.salesforce.com"
     assert jwt_audience("https://acme.my.salesforce.com") == "https://login.salesforce.com"
@@ -226,6 +235,28 @@ def test_composite_runs_25_subrequests_a_call_and_keeps_references_across_calls(
     assert not failed[0].success and isinstance(failed[0].error("composite"), InvalidInput)
 
 
+def test_composite_sends_at_most_5_queries_or_collections_a_call(sf_sim: SalesforceSim,
+                                                                 client: SalesforceClient) -> None:
+    """Salesforce: of a composite's 25 subrequests, at most 5 may be queries or sObject Collections."""
+    import json
+
+    raw = requests.post(f"{sf_sim.url}/services/data/v{client.api_version}/composite", timeout=10,
+                        headers={"Authorization": f"Bearer {client._connection().session_id}",
+                                 "Content-Type": "application/json"},
+                        data=json.dumps({"compositeRequest": [
+                            {"method": "GET", "referenceId": f"q{i}",
+                             "url": f"/services/data/v{client.api_version}/query?q=SELECT+Id+FROM+Account"}
+                            for i in range(6)]}))
+    assert raw.status_code == 400 and raw.json()[0]["errorCode"] == "LIMIT_EXCEEDED"  # the simulator enforces it
+
+    queries = [SubRequest.query(f"SELECT Id FROM Account WHERE Name = 'n{i}'", ref=f"q{i}") for i in range(7)]
+    creates = [SubRequest.create("Contact", {"LastName": f"Person {i}"}, ref=f"c{i}") for i in range(3)]
+    before = used(sf_sim)
+    answers = client.composite(queries + creates)
+    assert all(a.success for a in answers), [a.body for a in answers if not a.success]
+    assert used(sf_sim) == before + 2  # 5 queries, then 2 queries and the 3 creates
+
+
 def test_composite_upserts_queries_and_deletes_related_rows(sf_sim: SalesforceSim, client: SalesforceClient) -> None:
     [opp] = client.upsert("Opportunity", [opportunity(8)])
     row = {"Name": "Migrate", "Opportunity__c": opp.id, "Solution_Id__c": "sol-1"}
@@ -326,6 +357,25 @@ def test_request_limit_exceeded_is_not_retried(sf_sim: SalesforceSim, client: Sa
     with client.urgent(), pytest.raises(LimitExceeded, match="REQUEST_LIMIT_EXCEEDED"):
         list(client.query("SELECT Id FROM Opportunity"))
     assert responses == [403]
+
+
+def test_request_limit_exceeded_with_calls_left_is_a_short_wait_not_a_spent_budget(
+        sf_sim: SalesforceSim, client: SalesforceClient, responses: list[int]) -> None:
+    """REQUEST_LIMIT_EXCEEDED also answers a 26th concurrent long request: the limit header tells them apart."""
+    from shared.errors import Throttled
+    from shared.salesforce.errors import CONCURRENCY_RETRY
+    from shared.sync.failures import Retry, decide
+
+    client.describe("Opportunity")
+    sandbox(sf_sim, "limits", {"limit": 1000, "used": 10, "concurrent_refusals": 1})
+    responses.clear()
+    with pytest.raises(Throttled, match="too many long requests at once") as refused:
+        list(client.query("SELECT Id FROM Opportunity"))
+    assert responses == [403] and refused.value.retry_after == CONCURRENCY_RETRY
+    assert not isinstance(refused.value, LimitExceeded) and client.budget.state() == "ok"
+    decision = decide(refused.value, 1, 5)
+    assert isinstance(decision, Retry) and decision.delay_seconds < 60  # not the half hour of a spent budget
+    assert len(list(client.query("SELECT Id FROM Opportunity"))) == 0  # the next call goes through
 
 
 # Budget ----------------------------------------------------------------------------------------------

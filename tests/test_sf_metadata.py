@@ -24,7 +24,10 @@ SOURCE = ROOT / "force-app"
 DEFAULT = SOURCE / "main" / "default"
 Q = "{" + NS + "}"
 SUFFIXES = {".field-meta.xml": "CustomField", ".object-meta.xml": "CustomObject",
-            ".permissionset-meta.xml": "PermissionSet", ".layout-meta.xml": "Layout"}
+            ".permissionset-meta.xml": "PermissionSet", ".layout-meta.xml": "Layout", ".flow-meta.xml": "Flow",
+            ".workflow-meta.xml": "Workflow"}
+FLOW_NODE_FIELDS = ("description", "name", "label", "locationX", "locationY")
+"""A Flow element's inherited fields (FlowElement, FlowNode), which Salesforce writes before its own."""
 XML_FILES = sorted(SOURCE.rglob("*.xml"))
 
 
@@ -62,10 +65,14 @@ def test_every_file_is_well_formed_metadata_of_its_type(path: Path) -> None:
 
 @pytest.mark.parametrize("path", XML_FILES, ids=lambda p: p.name)
 def test_elements_follow_the_wsdl_order(path: Path) -> None:
-    """The Metadata API types used here list fullName first, then their fields alphabetically."""
+    """The Metadata API types used here list fullName first, then their fields alphabetically; a Flow's
+    elements (actionCalls, start) list their inherited fields first (name, label, locationX, locationY)."""
+    flow = path.name.endswith(".flow-meta.xml")
     for parent in ET.parse(path).getroot().iter():
         tags = [_tag(child) for child in parent]
-        keys = [(tag != "fullName", tag) for tag in tags]
+        inherited = flow and _tag(parent) in ("actionCalls", "start")
+        keys = [(tag != "fullName", FLOW_NODE_FIELDS.index(tag) if inherited and tag in FLOW_NODE_FIELDS else 9, tag)
+                for tag in tags]
         assert keys == sorted(keys), f"{path.name}: children of <{_tag(parent)}> out of order: {tags}"
 
 
@@ -130,6 +137,55 @@ def test_layout_shows_every_opportunity_custom_field_and_the_solutions() -> None
     assert "Microsoft_Solution__c.Opportunity__c" in related and "RelatedNoteList" in related
 
 
+def _flow(name: str) -> ET.Element:
+    return ET.parse(DEFAULT / "flows" / f"{name}.flow-meta.xml").getroot()
+
+
+def _outbound_message(sobject: str) -> ET.Element:
+    root = ET.parse(DEFAULT / "workflows" / f"{sobject}.workflow-meta.xml").getroot()
+    (message,) = root.findall(Q + "outboundMessages")
+    return message
+
+
+def test_flows_push_synced_opportunities_and_solution_rows_as_outbound_messages() -> None:
+    """Record-triggered, after save, on create and update, each calling the outbound message of its object;
+    the opportunity flow selects what the poll selects (opted in, or linked to a referral)."""
+    from sandbox.sf_outbound import load_triggers
+    from shared.mapping import Mapping
+    from shared.settings import APP_ROOT
+
+    for name, sobject in (("Partner_Center_Opportunity_Push", "Opportunity"),
+                          ("Partner_Center_Solution_Push", "Microsoft_Solution__c")):
+        flow = _flow(name)
+        start = flow.find(Q + "start")
+        assert (_text(flow, "processType"), _text(flow, "status")) == ("AutoLaunchedFlow", "Active")
+        assert (_text(start, "object"), _text(start, "triggerType"), _text(start, "recordTriggerType")) == (
+            sobject, "RecordAfterSave", "CreateAndUpdate")
+        (call,) = flow.findall(Q + "actionCalls")
+        message = _outbound_message(sobject)
+        assert _text(call, "actionType") == "outboundMessage"
+        assert _text(call, "actionName") == _text(call, "nameSegment") == f"{sobject}.{_text(message, 'fullName')}"
+        assert start.find(f"{Q}connector/{Q}targetReference").text == _text(call, "name")  # type: ignore[union-attr]
+    mapping = Mapping.load(APP_ROOT / "mappings" / "salesforce.json")
+    opportunity = next(t for t in load_triggers(build_schema()) if t.sobject == "Opportunity")
+    assert opportunity.any_filter and {(f.field, f.operator, f.value) for f in opportunity.filters} == {
+        (mapping.own_fields.opt_in, "EqualTo", True), (mapping.own_fields.referral_id, "IsNull", False)}
+
+
+def test_outbound_messages_send_ids_only_without_a_session_to_the_replaced_endpoint() -> None:
+    project = json.loads((ROOT / "sfdx-project.json").read_text())
+    replaced = {r["stringToReplace"]: r["replaceWithEnv"] for r in project["replacements"]
+                if r["glob"] == "force-app/main/default/workflows/*.workflow-meta.xml"}
+    for sobject, fields in (("Opportunity", ["Id"]), ("Microsoft_Solution__c", ["Id", "Opportunity__c"])):
+        message = _outbound_message(sobject)
+        assert [f.text for f in message.findall(Q + "fields")] == fields
+        assert _text(message, "includeSessionId") == "false" and _text(message, "protected") == "false"
+        assert replaced[_text(message, "endpointUrl")] == "COSELL_OUTBOUND_URL"
+        assert replaced[_text(message, "integrationUser")] == "COSELL_SF_INTEGRATION_USER"
+        assert _text(message, "endpointUrl").startswith("https://")  # type: ignore[union-attr]
+        assert _text(message, "apiVersion") == project["sourceApiVersion"]
+
+
 def _copy(tmp_path: Path) -> Path:
     target = tmp_path / "force-app"
     shutil.copytree(SOURCE, target)
@@ -171,6 +227,27 @@ def test_schema_build_refuses_broken_metadata(tmp_path: Path, damage: Callable[[
     damage(root)
     with pytest.raises(SchemaError, match=re.escape(message)):
         build_schema(root)
+
+
+FLOW = "flows/Partner_Center_Opportunity_Push.flow-meta.xml"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_edit(FLOW, "<actionName>Opportunity.Partner_Center_Opportunity_Changed</actionName>",
+           "<actionName>Opportunity.Partner_Center_Missing</actionName>"), "is not an outbound message on Opportunity"),
+    (_edit(FLOW, "<field>Referral_Identifier__c</field>", "<field>Referral_Id__c</field>"),
+     "unknown field Opportunity.Referral_Id__c"),
+    (_edit("workflows/Microsoft_Solution__c.workflow-meta.xml", "<fields>Opportunity__c</fields>",
+           "<fields>Parent__c</fields>"), "unknown: Parent__c"),
+])
+def test_simulator_refuses_flows_and_messages_salesforce_would_refuse(
+        tmp_path: Path, damage: Callable[[Path], None], message: str) -> None:
+    from sandbox.sf_outbound import load_triggers
+
+    root = _copy(tmp_path)
+    damage(root)
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        load_triggers(build_schema(root), root)
 
 
 def test_readme_explains_the_deploy_and_the_client_app() -> None:

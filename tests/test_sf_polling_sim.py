@@ -230,3 +230,26 @@ def test_quiet_polls_write_nothing_until_the_recorded_time_gets_old(
     later = dt.datetime.fromisoformat(settled.data["last_success"]) + STATUS_REFRESH + dt.timedelta(seconds=1)
     poller(clock=lambda: later).poll()
     assert store.status.get(POLL_DOC).data["last_success"] == later.isoformat()
+
+
+def test_the_apps_poll_reads_back_by_the_configured_look_back(
+        env: SalesforceSim, store: Store, queues: RecordingQueues, azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.models.records import Cursor
+    from shared.runtime import Services
+    from shared.salesforce.polling import poll_changes
+
+    monkeypatch.setenv("AzureWebJobsStorage", azurite)
+    monkeypatch.setenv("COSELL_SF_POLL_OVERLAP_SECONDS", "120")
+    get_settings.cache_clear()
+    services = Services()
+    services.__dict__.update(store=store, queues=queues)  # the timer's own wiring for everything else
+    store.cursors.put(Cursor(name=OPPORTUNITY_CURSOR, value={"modstamp": "2026-11-26T05:50:00.000Z",
+                                                             "last_id": "006000000000001AAA", "seen": {}}))
+    sent: list[str] = []
+    query = services.salesforce.query
+    monkeypatch.setattr(services.salesforce, "query", lambda soql, **options: (sent.append(soql), query(soql, **options))[1])
+
+    assert poll_changes(services) is not None
+
+    opportunities = next(soql for soql in sent if "FROM Opportunity" in soql)
+    assert "SystemModstamp >= 2026-11-26T05:48:00.000Z" in opportunities  # 05:50 minus the 120 s set

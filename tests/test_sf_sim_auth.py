@@ -96,6 +96,21 @@ def test_secret_based_grant_refusals(sf_sim: SalesforceSim) -> None:
     assert sf_sim.org.api.used == 0  # logging in is not an API call
 
 
+def test_client_credentials_are_refused_on_the_login_host(sandbox_ca: SandboxCA) -> None:
+    """Salesforce refuses the client credentials flow on login/test.salesforce.com: only My Domain takes it."""
+    sim = SalesforceSim(sandbox_ca, my_domain=False)
+    sim.start()
+    try:
+        creds = sim.credentials
+        refused = _post(sim, {"grant_type": "client_credentials", "client_id": creds.client_id,
+                              "client_secret": creds.client_secret})
+        assert refused.status_code == 400
+        assert refused.json() == {"error": "invalid_grant", "error_description": "request not supported on this domain"}
+        assert sf_token(sim, "jwt").status_code == 200  # the other grants still work there
+    finally:
+        sim.stop()
+
+
 def test_a_bad_token_is_invalid_session_id(sf_sim: SalesforceSim) -> None:
     for header in ({}, {"Authorization": "Bearer forged"}, {"Authorization": "Basic abc"}):
         response = requests.get(f"{sf_sim.url}/services/data/v64.0/limits", headers=header, timeout=10)

@@ -373,7 +373,8 @@ def test_every_response_carries_the_limit_header_and_the_limit_is_enforced(sf_si
     sf_client.query("SELECT Id FROM Account")
     second = sf_client.api_usage["api-usage"]
     assert second.used == first.used + 1 and second.total == 100_000
-    assert _sandbox(sf_sim, "POST", "limits", {"limit": 50, "used": 49}).json() == {"used": 49, "limit": 50}
+    assert _sandbox(sf_sim, "POST", "limits", {"limit": 50, "used": 49}).json() == {"used": 49, "limit": 50,
+                                                                           "concurrent_refusals": 0}
     sf_client.query("SELECT Id FROM Account")
     assert sf_client.api_usage["api-usage"].used == 50
     with pytest.raises(SalesforceRefusedRequest) as refused:
@@ -432,3 +433,23 @@ def test_sandbox_state_and_records(sf_sim: SalesforceSim, sf_client: Salesforce)
     assert state["users"]["seller@cosell.sandbox"] == sf_sim.seller.id
     rows = _sandbox(sf_sim, "GET", "records/Opportunity").json()
     assert [(r["Id"], r["IsDeleted"]) for r in rows] == [(opp_id, True)]
+
+
+def test_field_names_in_bodies_are_case_insensitive_as_in_a_real_org(sf_client: Salesforce) -> None:
+    # Salesforce's own sObject Collections update example writes "id" (Update Records Using sObject Collections).
+    created = _collection(sf_client, "POST", "composite/sobjects",
+                          [{"attributes": {"type": "Opportunity"}, "name": "Lower case", "stagename": "Prospecting",
+                            "closedate": "2026-06-30"}])
+    assert created[0]["success"], created
+    opp_id = created[0]["id"]
+    updated = _collection(sf_client, "PATCH", "composite/sobjects",
+                          [{"attributes": {"type": "Opportunity"}, "id": opp_id, "amount": 4200}])
+    assert updated == [{"id": opp_id, "success": True, "errors": []}]
+    upserted = _collection(sf_client, "PATCH", "composite/sobjects/Opportunity/Referral_Identifier__c",
+                           [{"attributes": {"type": "Opportunity"}, "referral_identifier__c": "REF-lower",
+                             "NAME": "Upserted", "StageName": "Prospecting", "CloseDate": "2026-06-30"}])
+    assert upserted[0]["success"] and upserted[0]["created"], upserted
+    sf_client.Opportunity.update(opp_id, {"DESCRIPTION": "single record too"})
+    record = sf_client.Opportunity.get(opp_id)
+    assert (record["Name"], record["Amount"], record["Description"]) == ("Lower case", 4200.0, "single record too")
+    assert sf_client.Opportunity.get(upserted[0]["id"])["Referral_Identifier__c"] == "REF-lower"

@@ -65,7 +65,8 @@ def test_collect_reports_every_side_counts_and_lists(store: Store) -> None:
     health = report["health"]
     assert {key: item["state"] for key, item in health.items()} == {
         "salesforce_poll": "ok", "partner_center_reconcile": "ok", "partner_center_token": "ok",
-        "webhook": "ok", "salesforce_budget": "ok"}
+        "webhook": "ok", "salesforce_budget": "ok", "salesforce_push": "unknown"}
+    assert health["salesforce_push"]["summary"].startswith("not configured: the poll delivers")
     assert health["salesforce_poll"]["summary"] == "last success 1 min ago; 3 rows read, 3 opportunities queued"
     assert health["partner_center_reconcile"]["summary"] == "last run 9 min ago: 12 referrals listed, 3 items queued"
     assert health["partner_center_token"]["summary"] == (
@@ -258,3 +259,80 @@ def test_terminal_text_tells_the_same_story_without_escape_sequences(store: Stor
     assert "      name: Old → New\\x1b]0;owned\\x07 name↵line two  (to PC)" in lines
     assert "Recent syncs (newest first, 3 of the last 6)" in lines
     assert "\x1b" not in text and SECRET not in text
+
+
+def test_the_page_says_when_salesforce_is_retiring_the_configured_login(store: Store,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The username-password flow stops working for connected apps on 20 Feb 2027 (Salesforce Help 005461976)."""
+    from shared.settings import get_settings
+    from shared.status.report import login_health
+
+    for name, value in {"SALESFORCE_CLIENT_ID": "app", "SALESFORCE_CLIENT_SECRET": "s3cret",
+                        "SALESFORCE_USERNAME": "integration@example.com", "SALESFORCE_PASSWORD": "pw"}.items():
+        monkeypatch.setenv(name, value)
+    password = login_health(get_settings())
+    assert password["state"] == "warning" and password["grant"] == "password"
+    assert "retiring" in password["summary"] and "2027-02-20" in password["summary"]
+    report = collect(store, webhook=lambda: None, now=NOW, salesforce_login=password)
+    text = "".join(_parse(render_page(report, nonce="n")).text)
+    assert "Salesforce login" in text and "switch to the JWT bearer flow" in text
+    assert "Needs attention:" in text and "Salesforce login" in text.split("Needs attention:", 1)[1]
+    assert "s3cret" not in text and "pw" not in render_text(report).split()
+
+    monkeypatch.delenv("SALESFORCE_PASSWORD")
+    get_settings.cache_clear()
+    assert login_health(get_settings()) == {"state": "error", "grant": None, "summary": (
+        "setting SALESFORCE_LOGIN_URL: the client credentials flow (SALESFORCE_CLIENT_SECRET) is refused by "
+        "Salesforce on login.salesforce.com: set the org's My Domain URL (https://MyCompany.my.salesforce.com, "
+        "or https://MyCompany--Sandbox.sandbox.my.salesforce.com)")}
+    monkeypatch.setenv("SALESFORCE_LOGIN_URL", "https://acme.my.salesforce.com")
+    get_settings.cache_clear()
+    mine = login_health(get_settings())
+    assert (mine["state"], mine["summary"]) == ("ok", "client credentials login at acme.my.salesforce.com")
+
+
+LEAKS = {
+    "access_token": "https://login.example/cb#access_token=AT-leak-1&expires_in=3599",
+    "refresh_token": "token request failed: grant_type=refresh_token&refresh_token=RT-leak-2&scope=x",
+    "client_secret": 'Entra said {"client_secret": "CS-leak-3", "error": "invalid_client"}',
+    "key": "relay to https://relay.example/hook?key=KEY-leak-4 refused",
+    "authorization": "request headers: Authorization: Bearer AUTH-leak-5.eyJ; x-functions-key: FK-leak-6",
+    "signature": '{"Authorization": "Signature SIG-leak-7=="}',
+    "session": "Salesforce answered 401 for session 00D5g000004XyZa!AQ4AQSF-leak-8.Zz_x",
+}
+"""Texts carrying every kind of secret a remote service may echo into an error, each value marked `leak`."""
+
+
+def test_no_secret_in_any_text_the_page_status_json_and_terminal_show(store: Store) -> None:
+    from shared.models.records import DeadLetter
+
+    seed(store, now=NOW)
+    for index, (name, text) in enumerate(LEAKS.items()):
+        store.dead_letters.put(DeadLetter(kind="referral", key=f"referral-leak-{name}", reason=text, attempts=5,
+                                          payload={"referral_id": f"r-{name}"}))
+        store.synclog.append(SyncLogEntry(at=NOW - dt.timedelta(seconds=index), direction="both",
+                                          outcome=SyncOutcome.FAILED, referral_id=f"r-{name}", message=text))
+        store.links.create(Link(referral_id=f"r-{name}", opportunity_id=f"006LEAK{index:011d}"))
+        store.state.put(SyncState(referral_id=f"r-{name}", opportunity_id=f"006LEAK{index:011d}", last_error=text))
+    everything = " | ".join(LEAKS.values())
+    for name in ("salesforce-poll", "partner-center-token"):
+        doc = store.status.get(name)
+        doc.data = {**doc.data, "last_error": everything, "last_error_at": NOW.isoformat()}
+        store.status.put(doc)
+
+    def failing_registration() -> WebhookRegistration:
+        raise Unavailable(everything)
+
+    report = collect(store, webhook=failing_registration, own_url=OWN, now=NOW)
+    shown = {"page": render_page(report, nonce="n0nce"), "status.json": json.dumps(report, ensure_ascii=False),
+             "terminal": render_text(report)}
+
+    for where, text in shown.items():
+        leaked = [value for value in ("AT-leak-1", "RT-leak-2", "CS-leak-3", "KEY-leak-4", "AUTH-leak-5", "FK-leak-6",
+                                      "SIG-leak-7", "AQ4AQSF-leak-8") if value in text]
+        assert leaked == [], where
+    letters = {d["key"]: d["reason"] for d in report["dead_letters"]}
+    assert letters["referral-leak-authorization"] == "request headers: Authorization: Bearer ***; x-functions-key: ***"
+    assert letters["referral-leak-session"] == "Salesforce answered 401 for session 00D5g000004XyZa!***"
+    assert letters["referral-leak-refresh_token"] == ("token request failed: grant_type=refresh_token&refresh_token=***"
+                                                      "&scope=x")

@@ -34,7 +34,7 @@ def test_link_is_found_from_both_sides(store: Store) -> None:
 
     assert by_referral is not None and by_referral.opportunity_id == "006A"
     assert by_opportunity is not None and by_opportunity.referral_id == "r-1"
-    assert store.links.get_by_engagement("e-1").referral_id == "r-1"
+    assert [link.referral_id for link in store.links.list_by_engagement("e-1")] == ["r-1"]
     assert [link.referral_id for link in store.links.list()] == ["r-1"]
 
 

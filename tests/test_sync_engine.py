@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.models.records import SyncOutcome
 from tests.fixtures.connector import SyncWorld, seller_opportunity
 
@@ -26,6 +28,35 @@ def test_opted_in_opportunity_creates_a_shared_referral_and_is_marked(sync_world
     assert "Shared with Partner Center" in opportunity["Audit__c"]
     assert sync_world.store.links.get_by_opportunity(opportunity_id).referral_id == referral["id"]
     assert sync_world.store.intents.list_open() == []
+
+
+def test_a_referral_created_already_accepted_keeps_the_sellers_stage_and_raises_no_alarm(
+        sync_world: SyncWorld) -> None:
+    """The reference's create example: posted New/Pending, returned Active/Accepted. The partner's own
+    referral is accepted by nature; that is not the seller moving the deal on, nor a change to undo."""
+    opportunity_id = seller_opportunity(sync_world.sf, StageName="Prospecting")
+    sync_world.pc.create_status = 200  # Microsoft's connector definition documents 200
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert report.outcome is SyncOutcome.CREATED, report
+    referral = sync_world.referral_for(opportunity_id)
+    assert (referral["status"], referral["substatus"]) == ("Active", "Accepted")
+    opportunity = sync_world.opportunity(opportunity_id)
+    assert opportunity["StageName"] == "Prospecting"
+    assert "cannot undo" not in opportunity["Audit__c"] and opportunity["Partner_Center_Synced__c"] == "✔"
+    before = _stamps(sync_world, opportunity_id, referral["id"])
+    assert sync_world.engine.sync_referral(referral["id"]).outcome is SyncOutcome.NO_CHANGE
+    assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    assert _stamps(sync_world, opportunity_id, referral["id"]) == before
+
+    # Later stage moves still mean what they say: an accepted stage asks nothing more, winning wins.
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Qualification"})
+    assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won"})
+    sync_world.engine.sync_opportunity(opportunity_id)
+    assert (sync_world.referral(referral["id"])["status"], sync_world.referral(referral["id"])["substatus"]) == (
+        "Closed", "Won")
 
 
 def _linked_pair(world: SyncWorld) -> tuple[str, str]:
@@ -228,28 +259,6 @@ def test_several_matching_accounts_are_not_guessed_between(sync_world: SyncWorld
     assert len(report.changes["account_candidates"]) == 2
 
 
-def test_related_referral_events_update_the_partners_opportunity(sync_world: SyncWorld) -> None:
-    opportunity_id = seller_opportunity(sync_world.sf)
-    sync_world.engine.sync_opportunity(opportunity_id)
-    ours = sync_world.referral_for(opportunity_id)
-    # Microsoft's referral in the same co-sell engagement (the simulator does not make it by itself).
-    microsoft = sync_world.pc.create_incoming({"engagementId": ours["engagementId"], "name": "Microsoft side"})
-    sync_world.pc.update_as_microsoft(ours["id"], {"details": {"notes": "Microsoft joined"}})
-
-    report = sync_world.engine.sync_referral(microsoft["id"], related=True)
-
-    assert report.referral_id == ours["id"] and report.outcome is SyncOutcome.UPDATED
-    assert sync_world.opportunity(opportunity_id)["Description"] == "Microsoft joined"
-    assert len(sync_world.sf.query("SELECT Id FROM Opportunity")) == 1  # none made for Microsoft's referral
-
-
-def test_related_referral_of_an_unknown_engagement_is_skipped(sync_world: SyncWorld) -> None:
-    stranger = sync_world.pc.create_incoming()
-    report = sync_world.engine.sync_referral(stranger["id"], related=True)
-    assert report.outcome is SyncOutcome.SKIPPED
-    assert sync_world.sf.query("SELECT Id FROM Opportunity") == []
-
-
 def test_sharing_an_opportunity_keeps_the_sellers_stage_and_accepts_the_referral(sync_world: SyncWorld) -> None:
     opportunity_id = seller_opportunity(sync_world.sf, StageName="Proposal/Price Quote")
 
@@ -262,3 +271,98 @@ def test_sharing_an_opportunity_keeps_the_sellers_stage_and_accepts_the_referral
     assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
     assert (sync_world.opportunity(opportunity_id)["SystemModstamp"],
             sync_world.referral(referral["id"])["eTag"]) == before
+
+
+def test_a_conflict_partner_centers_policy_wins_is_settled_its_way_even_when_salesforce_is_newer(
+        sync_world: SyncWorld, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import time
+
+    from shared.mapping import Mapping
+    from shared.settings import APP_ROOT
+
+    document = json.loads((APP_ROOT / "mappings" / "salesforce.json").read_text(encoding="utf-8"))
+    deal = next(f for f in document["opportunity"]["fields"] if f["key"] == "dealValue")
+    deal["policy"] = "partner_center"
+    (tmp_path / "mapping.json").write_text(json.dumps(document), encoding="utf-8")
+    sync_world.engine.mapping = Mapping.load(tmp_path / "mapping.json", describe=sync_world.engine.sf.org_schema)
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.pc.update_as_microsoft(referral_id, {"details": {"dealValue": 200}})
+    time.sleep(1.1)  # the seller's edit is the newer one: only the policy can make Partner Center win
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 300})
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert report.outcome is SyncOutcome.CONFLICT
+    assert [(c["key"], c["winner"]) for c in report.changes["conflicts"]] == [("dealValue", "partner_center")]
+    assert sync_world.opportunity(opportunity_id)["Amount"] == 200
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 200
+    assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE
+
+
+def test_an_accepted_referral_closed_lost_in_salesforce_is_lost_not_declined(sync_world: SyncWorld) -> None:
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    assert (sync_world.referral(referral_id)["status"], sync_world.referral(referral_id)["substatus"]) == (
+        "Active", "Accepted")
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Lost",
+                                                         "Decline_Reason__c": "Customer chose another vendor"})
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    referral = sync_world.referral(referral_id)
+    assert report.outcome is SyncOutcome.UPDATED
+    assert (referral["status"], referral["substatus"]) == ("Closed", "Lost")
+    assert referral["statusReason"] == "Customer chose another vendor"
+    assert sync_world.opportunity(opportunity_id)["StageName"] == "Closed Lost"
+    assert sync_world.engine.sync_referral(referral_id).outcome is SyncOutcome.NO_CHANGE
+
+
+def test_the_connector_never_sends_a_change_to_a_closed_referral(sync_world: SyncWorld) -> None:
+    sync_world.pc.refuse_closed_edits = True  # stricter than the reference: any PATCH of a closed referral fails
+    won_id, won_referral = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", won_id, {"StageName": "Closed Won"})
+    assert sync_world.engine.sync_opportunity(won_id).outcome is SyncOutcome.UPDATED
+    assert sync_world.referral(won_referral)["substatus"] == "Won"
+    expired = sync_world.pc.create_incoming({"name": "Expires"})
+    expired_id = sync_world.engine.sync_referral(expired["id"]).opportunity_id
+    sync_world.pc.expire(expired["id"])
+    sync_world.engine.sync_referral(expired["id"])
+    assert sync_world.opportunity(expired_id)["StageName"] == "Closed Lost"
+
+    # Sellers keep editing closed deals: a field, and a move to the other closed stage (Closed -> Closed).
+    sync_world.sf.update("Opportunity", won_id, {"Amount": 1, "Description": "after the win", "StageName": "Closed Lost"})
+    sync_world.sf.update("Opportunity", expired_id, {"Amount": 2, "StageName": "Closed Won"})
+    reports = [sync_world.engine.sync_opportunity(won_id), sync_world.engine.sync_opportunity(expired_id)]
+
+    assert sync_world.pc.closed_edits_refused == 0
+    assert all("not sent to Partner Center" in report.message for report in reports), reports
+    assert sync_world.referral(won_referral)["details"]["dealValue"] == 125000
+    assert (sync_world.opportunity(won_id)["StageName"], sync_world.opportunity(won_id)["Amount"]) == (
+        "Closed Won", 125000)  # put back to Partner Center's values
+    assert sync_world.opportunity(expired_id)["StageName"] == "Closed Lost"
+    for opportunity_id in (won_id, expired_id):  # the next sync puts the ✔ back; after that, nothing to do
+        sync_world.engine.sync_opportunity(opportunity_id)
+        assert sync_world.engine.sync_opportunity(opportunity_id).outcome is SyncOutcome.NO_CHANGE
+    assert sync_world.pc.closed_edits_refused == 0
+
+
+def test_a_sync_that_lost_the_race_after_writing_still_reports_its_writes(sync_world: SyncWorld) -> None:
+    """Pushed changes make concurrent syncs of one opportunity common: the one whose state save loses the race
+    after its writes re-merges and finds nothing left to do, but the sync log must still show what it wrote."""
+    from shared.errors import Conflict
+
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 130000})
+    save, saves = sync_world.engine._save_state, []
+
+    def another_run_saved_first(*args: Any, **kwargs: Any) -> Any:
+        saves.append(kwargs.get("pending"))
+        if len(saves) == 2:  # the save after the writes (the first one announces them)
+            raise Conflict("another run saved the pair's state meanwhile")
+        return save(*args, **kwargs)
+
+    sync_world.engine._save_state = another_run_saved_first  # type: ignore[method-assign]
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 130000
+    assert report.outcome is SyncOutcome.UPDATED and "dealValue" in report.changes

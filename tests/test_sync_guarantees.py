@@ -250,3 +250,64 @@ def test_the_reconcile_catches_a_lost_webhook_and_skips_what_is_in_sync(
     opportunity_id = sync_world.store.links.get_by_referral(missed["id"]).opportunity_id
     assert sync_world.opportunity(opportunity_id)["Amount"] == 4242
     assert reconcile(services).referrals_queued == 0  # the cursor moved on and nothing differs
+
+
+def test_an_unreadable_referral_is_a_dead_letter_and_the_reconcile_goes_on(
+        sync_world: SyncWorld, azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One referral the model cannot read must not stop the page: it is set aside with its reason."""
+    from shared.sync.processor import process_referral
+    from shared.sync.reconcile import reconcile
+
+    services = _services(sync_world, azurite, monkeypatch)
+    services.__dict__.update(partner_center=sync_world.engine.pc, mapping=sync_world.engine.mapping)
+    before = sync_world.pc.create_incoming({"name": "Readable before"})
+    odd = sync_world.pc.create_incoming({"name": "Odd Customer Deal", "details": {"requirements": {"industries": [42]}}})
+    after = sync_world.pc.create_incoming({"name": "Readable after"})
+    queue = QueueClient.from_connection_string(azurite, "referral-changes")
+    client, tops = services.partner_center, []
+
+    def iter_pages(**options: Any) -> Any:
+        tops.append(options.get("top"))
+        return type(client).iter_pages(client, **options)
+
+    monkeypatch.setattr(client, "iter_pages", iter_pages)
+
+    result = reconcile(services)
+
+    assert tops == [100]  # the reference's page size: never more, never left to the service's default
+    assert (result.referrals_listed, result.referrals_queued, result.referrals_unreadable) == (3, 2, 1)
+    for referral in (before, after):
+        _wait_message(queue, referral_id=referral["id"], source="reconcile")
+    letter = sync_world.store.dead_letters.get(f"referral-{odd['id']}")
+    assert letter is not None and letter.payload == {"referral_id": odd["id"], "source": "reconcile"}
+    assert "details.requirements.industries.0" in letter.reason and "cannot read" in letter.reason
+    assert "Odd Customer" not in letter.reason  # fields named, values never
+    assert sync_world.store.synclog.recent(1)[0].outcome is SyncOutcome.FAILED
+
+    # Replayed, it fails at once with the same reason instead of being retried in vain.
+    assert process_referral(services, {"referral_id": odd["id"], "source": "replay"}) is None
+    again = sync_world.store.dead_letters.get(f"referral-{odd['id']}")
+    assert again is not None and again.attempts == 1 and "cannot read" in again.reason
+
+
+def test_a_create_claim_left_by_a_run_that_died_is_taken_over_only_after_the_patience_window(
+        sync_world: SyncWorld) -> None:
+    from shared.models.records import CreateClaim
+    from shared.sync.engine import INTENT_PATIENCE
+
+    engine = sync_world.engine
+    referral = sync_world.pc.create_incoming()
+    claimed_at = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
+    sync_world.store.create_claims.put(CreateClaim(referral_id=referral["id"], claimed_at=claimed_at))
+
+    engine.clock = lambda: claimed_at + INTENT_PATIENCE - dt.timedelta(milliseconds=1)
+    with pytest.raises(Conflict):  # the run that claimed it may still be creating: not a second opportunity
+        engine.sync_referral(referral["id"])
+    assert sync_world.sf.query("SELECT Id FROM Opportunity") == []
+
+    engine.clock = lambda: claimed_at + INTENT_PATIENCE
+    report = engine.sync_referral(referral["id"])  # that run died: this one takes the claim over
+
+    assert report.outcome is SyncOutcome.CREATED
+    assert len(sync_world.sf.query("SELECT Id FROM Opportunity")) == 1
+    assert sync_world.store.create_claims.get(referral["id"]) is None

@@ -1,6 +1,7 @@
-"""Salesforce triggers: the change poll (timer) and the nudge route `POST /api/salesforce/changes`.
+"""Salesforce triggers: the change poll (timer), the nudge route `POST /api/salesforce/changes` and the
+Outbound Message receiver `POST /api/salesforce/outbound`.
 
-Thin on purpose: both only hand opportunity ids to the opportunity queue, whose processor syncs them.
+Thin on purpose: all three only hand opportunity ids to the opportunity queue, whose processor syncs them.
 Only azure.functions and the standard library are imported at module level (cold start).
 """
 
@@ -49,3 +50,14 @@ def salesforce_changes(req: func.HttpRequest) -> func.HttpResponse:
         log.error("Salesforce nudge not enqueued: %s", exc)
         return _json({"error": str(exc)}, 503)
     return _json({"accepted": count}, 202)
+
+
+@bp.function_name("salesforce_outbound")
+@bp.route(route="salesforce/outbound", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def salesforce_outbound(req: func.HttpRequest) -> func.HttpResponse:
+    """Salesforce Outbound Messages: the SOAP Ack once the ids are queued; 4xx refused, 5xx retry later."""
+    from shared.runtime import services
+    from shared.salesforce.push import receive
+
+    answer = receive(services(), req.get_body())
+    return func.HttpResponse(answer.body, status_code=answer.status, mimetype="text/xml", charset="utf-8")

@@ -121,12 +121,26 @@ def _parse_datetime(value: Any) -> dt.datetime:
         raise UnmappedValue(f"not an ISO 8601 date or date-time: {str(value)[:40]!r}") from None
 
 
+def nearest_date(value: Any) -> dt.date:
+    """The calendar date nearest to a date-time, taken in UTC (a value without offset counts as UTC).
+
+    Why: Partner Center writes a closing date as the user's local midnight in UTC: real values read
+    `2022-03-24T18:30:00Z` (India, the 25th), `2022-06-29T23:00:00Z` (Central Europe, the 30th),
+    `2022-03-04T03:00:00Z` (Brazil, the 4th). The nearest UTC midnight is that local date for every offset
+    from -11:59 to +12:00; taking the UTC date would put every deal east of UTC one day early.
+    """
+    moment = _parse_datetime(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return (moment + dt.timedelta(hours=12)).date()
+
+
 @dataclass(frozen=True)
 class Date(Transform):
     """Partner Center date-time <-> Salesforce Date (`YYYY-MM-DD` only: a time there fails the request).
 
-    The date is taken as written in the text, before any time-zone conversion: `2027-03-14T23:00:00Z` is
-    the 14th. Converting would move a Berlin user's midnight to the day before.
+    Read as the nearest date (`nearest_date`: local midnight written in UTC); written back as that date's
+    UTC midnight, which reads back as the same date, so a date survives any number of round trips.
     """
 
     name: ClassVar[str] = "date"
@@ -134,9 +148,14 @@ class Date(Transform):
     def from_pc(self, value: Any) -> str | None:
         if _blank(value):
             return None
-        return _parse_datetime(value).date().isoformat()
+        return nearest_date(value).isoformat()
 
-    from_sf = from_pc
+    def from_sf(self, value: Any) -> str | None:
+        if _blank(value):
+            return None
+        if isinstance(value, str) and len(value.strip()) == 10:
+            return _parse_datetime(value).date().isoformat()  # a Salesforce Date: already the calendar date
+        return nearest_date(value).isoformat()
 
     def to_pc(self, value: Any) -> str | None:
         return None if value is None else f"{value}T00:00:00Z"
@@ -327,6 +346,7 @@ __all__ = [
     "Country",
     "Currency",
     "Date",
+    "nearest_date",
     "DateTime",
     "Link",
     "Number",

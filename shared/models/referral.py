@@ -21,7 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from shared.models.apitypes import ApiDateTime
@@ -108,7 +108,8 @@ class ApiModel(BaseModel):
 
 
 class ContactPreference(ApiModel):
-    """How a person wants to be reached; two shapes appear in the reference, both kept."""
+    """How a person wants to be reached: `{locale, disableNotifications}` in the reference's schema; the
+    older `{phoneEnabled, emailEnabled}` of some examples is read too."""
 
     phone_enabled: bool | None = None
     email_enabled: bool | None = None
@@ -117,7 +118,7 @@ class ContactPreference(ApiModel):
 
 
 class Member(ApiModel):
-    """A person: a customer contact, a partner seller, or the Microsoft seller who invited."""
+    """A person: a customer contact or a partner seller."""
 
     first_name: str | None = None
     last_name: str | None = None
@@ -178,10 +179,23 @@ class Solution(ApiModel):
     type: str | None = None
 
 
+class RequirementItem(ApiModel):
+    """One industry, product or service the customer needs: `{"id": "Education"}` in Microsoft's documents."""
+
+    id: str | None = None
+
+
+OpenRequirement = Annotated[RequirementItem | str, _LEFT_TO_RIGHT]
+"""An object as documented; a bare string (the shape the connector once assumed) is kept verbatim too."""
+
+
 class Requirements(ApiModel):
-    industries: list[str] | None = None
-    products: list[Any] | None = None
-    services: list[Any] | None = None
+    """What the deal needs. `industries`, `products` and `services` are lists of objects, not of strings:
+    typing them as strings made every real referral unreadable."""
+
+    industries: list[OpenRequirement] | None = None
+    products: list[OpenRequirement] | None = None
+    services: list[OpenRequirement] | None = None
     solutions: list[Solution] | None = None
 
 
@@ -194,9 +208,17 @@ class ReferralDetails(ApiModel):
     requirements: Requirements | None = None
 
 
+class Organization(ApiModel):
+    """Who invited the partner: an organization (Microsoft, or another partner), not a person."""
+
+    organization_id: str | None = None
+    organization_name: str | None = None
+
+
 class InviteContext(ApiModel):
     notes: str | None = None
-    invited_by: Member | None = None
+    invited_by: Organization | None = None
+    """`{organizationId, organizationName}`; unknown keys (a person's name, in old samples) are kept as extras."""
     assistance_request_code: OpenAssistanceRequestCode | None = None
 
 
@@ -257,11 +279,56 @@ class Referral(ApiModel):
         return self.type == ReferralType.SHARED
 
 
+def unreadable_reason(error: ValidationError) -> str:
+    """Where and why a payload did not fit the model, without the values (they may be personal data)."""
+    problems = [f"{'.'.join(str(part) for part in e['loc']) or 'the body'}: {e['msg']}" for e in error.errors()]
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
+
+
+class UnreadableReferral(BaseModel):
+    """A referral of a list page the model could not read: its id (when it has one) and why.
+
+    Why kept apart instead of failing the page: one odd referral must not stop the reconcile or the
+    backfill for all the others; it becomes a dead letter with its reason instead.
+    """
+
+    id: str | None = None
+    external_reference_id: str | None = None
+    reason: str
+
+
 class ReferralPage(ApiModel):
-    """One page of `GET /referrals`: the referrals and the link to the next page (absent on the last)."""
+    """One page of `GET /referrals`: the referrals and the link to the next page (absent on the last).
+
+    Referrals the model cannot read are moved from `value` to `unreadable` while the page is read.
+    """
 
     value: list[Referral] = Field(default_factory=list)
     next_link: str | None = Field(default=None, alias="@odata.nextLink")
+    unreadable: list[UnreadableReferral] = Field(default_factory=list, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_aside_unreadable(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("value"), list):
+            return data
+        readable: list[Any] = []
+        unreadable: list[UnreadableReferral] = list(data.get("unreadable") or [])
+        for item in data["value"]:
+            if isinstance(item, Referral):
+                readable.append(item)
+                continue
+            try:
+                readable.append(Referral.model_validate(item))
+            except ValidationError as exc:
+                raw = item if isinstance(item, dict) else {}
+                unreadable.append(UnreadableReferral(
+                    id=raw.get("id") if isinstance(raw.get("id"), str) else None,
+                    external_reference_id=(raw.get("externalReferenceId")
+                                           if isinstance(raw.get("externalReferenceId"), str) else None),
+                    reason=unreadable_reason(exc)))
+        return {**data, "value": readable, "unreadable": unreadable}
 
 
 __all__ = [
@@ -276,6 +343,7 @@ __all__ = [
     "Direction",
     "InviteContext",
     "Member",
+    "Organization",
     "Qualification",
     "Referral",
     "ReferralDetails",
@@ -285,7 +353,10 @@ __all__ = [
     "ReferralSubstatus",
     "ReferralTarget",
     "ReferralType",
+    "RequirementItem",
     "Requirements",
     "Solution",
     "TERMINAL_SUBSTATUSES",
+    "UnreadableReferral",
+    "unreadable_reason",
 ]

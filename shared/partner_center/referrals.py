@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import requests
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.errors import AuthExpired, InvalidInput
+from shared.errors import AuthExpired, InvalidInput, UnreadableRecord
 from shared.models.apitypes import format_api_datetime
-from shared.models.referral import Direction, Referral, ReferralPage
+from shared.models.referral import Direction, Referral, ReferralPage, unreadable_reason
 from shared.partner_center.token import RefreshTokenCredential, SecretKeeper
 from shared.partner_center.transport import ApiTransport, RetryPolicy, TimeoutSession
 
@@ -43,6 +43,24 @@ class PatchOperation(BaseModel):
     @classmethod
     def add(cls, path: str, value: Any) -> PatchOperation:
         return cls(op="add", path=path, value=value)
+
+
+def read_referral(body: Any, *, what: str) -> Referral:
+    """A referral from a response body.
+
+    Raises:
+        UnreadableRecord: the body does not fit the model (the reason names fields, not values).
+    """
+    try:
+        return Referral.model_validate(body)
+    except ValidationError as exc:
+        referral_id = body.get("id") if isinstance(body, dict) and isinstance(body.get("id"), str) else None
+        raise UnreadableRecord(f"Partner Center sent {what}{' ' + referral_id if referral_id else ''} in a shape "
+                               f"the connector cannot read ({unreadable_reason(exc)})") from None
+
+
+PAGE_SIZE = 100
+"""`$top` of every listing: Partner Center's reference caps a page at 100 referrals (follow nextLink)."""
 
 
 def odata_quote(value: str) -> str:
@@ -107,10 +125,12 @@ class PartnerCenterClient:
                    top: int | None = None) -> Iterator[ReferralPage]:
         """Pages of `GET /referrals`, following `@odata.nextLink` until it is absent.
 
+        Referrals the model cannot read are in each page's `unreadable`, not in `value`.
+
         Args:
             filter: an OData `$filter` (see `odata_filter`).
             orderby: e.g. `updatedDateTime asc`.
-            top: page size.
+            top: page size (at most `PAGE_SIZE`).
         """
         query = [(name, value) for name, value in (("$filter", filter), ("$orderby", orderby),
                                                    ("$top", None if top is None else str(top))) if value]
@@ -127,7 +147,7 @@ class PartnerCenterClient:
 
     def list_referrals(self, *, filter: str | None = None, orderby: str | None = None,
                        top: int | None = None) -> Iterator[Referral]:
-        """Every referral matching `filter`, page after page, lazily."""
+        """Every readable referral matching `filter`, page after page, lazily (see `iter_pages`)."""
         for page in self.iter_pages(filter=filter, orderby=orderby, top=top):
             yield from page.value
 
@@ -138,7 +158,7 @@ class PartnerCenterClient:
             NotFound: no such referral.
         """
         response = self._request("GET", f"referrals/{quote(referral_id, safe='')}")
-        referral = Referral.model_validate(response.json())
+        referral = read_referral(response.json(), what="referral")
         if referral.e_tag is None and response.headers.get("ETag"):
             referral.e_tag = response.headers["ETag"]
         return referral
@@ -153,7 +173,7 @@ class PartnerCenterClient:
         for read_only in ("id", "eTag", "createdDateTime", "updatedDateTime", "expirationDateTime"):
             body.pop(read_only, None)
         response = self._request("POST", "referrals", json=body, idempotent=False)
-        return Referral.model_validate(response.json())
+        return read_referral(response.json(), what="the created referral")
 
     def update_referral(self, referral_id: str, operations: Iterable[PatchOperation], *,
                         etag: str | None) -> Referral:
@@ -169,14 +189,15 @@ class PartnerCenterClient:
         ops = [op.model_dump(mode="json") for op in operations]
         if not ops:
             raise InvalidInput("a referral update needs at least one operation")
-        headers = {"Content-Type": "application/json-patch+json", "Prefer": "return=representation"}
+        # application/json, as in every Microsoft example and Microsoft's own Power Platform connector.
+        headers = {"Content-Type": "application/json", "Prefer": "return=representation"}
         if etag:
             headers["If-Match"] = etag
         path = f"referrals/{quote(referral_id, safe='')}"
         response = self._request("PATCH", path, json=ops, headers=headers)
         if response.status_code == 204 or not response.content:
             return self.get_referral(referral_id)
-        referral = Referral.model_validate(response.json())
+        referral = read_referral(response.json(), what="the updated referral")
         if referral.e_tag is None and response.headers.get("ETag"):
             referral.e_tag = response.headers["ETag"]
         return referral
@@ -187,12 +208,20 @@ class PartnerCenterClient:
 
         Why: the API cannot filter on `externalReferenceId`, yet a create intent left by a crash must be
         resolved before any second POST. Listing recent outgoing referrals is the proof either way.
+
+        Raises:
+            UnreadableRecord: the referral is there but unreadable: not "absent", so no second POST.
         """
-        referrals = self.list_referrals(
-            filter=odata_filter(created_since=created_since, direction=Direction.OUTGOING),
-            orderby="createdDateTime desc",
-        )
-        return next((r for r in referrals if r.external_reference_id == external_reference_id), None)
+        for page in self.iter_pages(filter=odata_filter(created_since=created_since, direction=Direction.OUTGOING),
+                                    orderby="createdDateTime desc", top=PAGE_SIZE):
+            found = next((r for r in page.value if r.external_reference_id == external_reference_id), None)
+            if found is not None:
+                return found
+            for bad in page.unreadable:
+                if bad.external_reference_id == external_reference_id:
+                    raise UnreadableRecord(f"Partner Center holds referral {bad.id} for this opportunity in a "
+                                           f"shape the connector cannot read ({bad.reason})")
+        return None
 
 
-__all__ = ["PartnerCenterClient", "PatchOperation", "odata_filter", "odata_quote"]
+__all__ = ["PAGE_SIZE", "PartnerCenterClient", "PatchOperation", "odata_filter", "odata_quote", "read_referral"]

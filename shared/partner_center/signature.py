@@ -10,7 +10,9 @@ for it), `X-MS-Signature-Algorithm: rsa-sha256` and `X-MS-Certificate-Url`. A de
    cryptography's X.509 path validation. Intermediates come from the certificate file itself, else from the
    leaf's Authority Information Access "CA issuers" URL (they prove nothing by themselves: the chain must
    still end at a trusted root),
-3. its subject organisation is "Microsoft Corporation",
+3. its issuer's organisation is "Microsoft Corporation" (what Microsoft's own webhook samples check: the
+   leaf's subject need not name an organisation; the chain check above proves the issuer named is the one
+   that signed it),
 4. the RSA-SHA256 (PKCS#1 v1.5) signature over the exact raw body verifies with its public key.
 
 Certificates are cached by URL (a day), so a burst of events costs one fetch. Anything else raises
@@ -156,9 +158,9 @@ class WebhookVerifier:
         chain = self._certificates(cert_url)
         leaf = chain[0]
         self._check_chain(leaf, chain[1:])
-        organizations = [a.value for a in leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        organizations = [a.value for a in leaf.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
         if MICROSOFT_ORGANIZATION not in organizations:
-            raise SignatureRejected(f"certificate subject organization is not {MICROSOFT_ORGANIZATION}")
+            raise SignatureRejected(f"certificate issuer organization is not {MICROSOFT_ORGANIZATION}")
         public_key = leaf.public_key()
         if not isinstance(public_key, rsa.RSAPublicKey):
             raise SignatureRejected("certificate key is not RSA")

@@ -199,6 +199,33 @@ def raise_for_response(response: requests.Response, *, api: str = "Partner Cente
     raise error
 
 
+def resolve_link(base_url: str, link: str) -> str:
+    """A link the service returned, on the configured base's scheme, host and path.
+
+    Why: the reference's nextLink reads `http://api.partner.microsoft.com/v1.0/referrals?$skiptoken=...`:
+    another scheme, and a path without the base's `/engagements`. Its host is never trusted, and the part
+    of its path the base does not already hold (`/referrals`) is put under the base's path: the segments the
+    two paths share at the start (`/v1.0`) are the API's, not the resource's.
+
+    Args:
+        base_url: the configured base, e.g. `https://api.partner.microsoft.com/v1.0/engagements`.
+        link: the absolute link the service returned.
+    """
+    base, parts = urlsplit(base_url.rstrip("/")), urlsplit(link)
+    base_segments = [s for s in base.path.split("/") if s]
+    link_segments = [s for s in parts.path.split("/") if s]
+    if link_segments[:len(base_segments)] == base_segments:
+        rest = link_segments[len(base_segments):]
+    else:
+        shared = 0
+        while (shared < min(len(base_segments), len(link_segments))
+               and base_segments[shared] == link_segments[shared]):
+            shared += 1
+        rest = link_segments[shared:]
+    path = "/" + "/".join(base_segments + rest)
+    return urlunsplit((base.scheme, base.netloc, path, parts.query, ""))
+
+
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
@@ -233,12 +260,11 @@ class ApiTransport:
         return getattr(self._local, "request_id", None)
 
     def url_for(self, path_or_url: str) -> str:
-        """An absolute URL on this API's host. A link the service returned (nextLink) is re-based onto the
-        configured scheme and host, so the bearer token never goes anywhere else."""
+        """An absolute URL on this API's base. A link the service returned (nextLink) is resolved against the
+        configured base, so the bearer token never goes anywhere else (`resolve_link`)."""
         if "://" not in path_or_url:
             return self.base_url + "/" + path_or_url.lstrip("/")
-        base, link = urlsplit(self.base_url), urlsplit(path_or_url)
-        return urlunsplit((base.scheme, base.netloc, link.path, link.query, ""))
+        return resolve_link(self.base_url, path_or_url)
 
     def request(self, method: str, path_or_url: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
                 idempotent: bool | None = None) -> requests.Response:
@@ -318,4 +344,5 @@ __all__ = [
     "TokenSource",
     "is_mfa_refusal",
     "raise_for_response",
+    "resolve_link",
 ]

@@ -8,9 +8,11 @@ Which grant, by the settings present (the first that applies):
 1. `SALESFORCE_PRIVATE_KEY` -> JWT bearer (needs `SALESFORCE_CLIENT_ID`, `SALESFORCE_USERNAME`): the
    recommended unattended login, no password anywhere. The key is PEM text or the path of a PEM file.
 2. `SALESFORCE_PASSWORD` -> username + password + security token (needs client id and secret, username):
-   a fallback for orgs that allow it.
+   a fallback for orgs that allow it. Salesforce retires this flow for connected apps on 20 February 2027
+   (`login_notice` says so on the status page): JWT bearer is the production path.
 3. `SALESFORCE_CLIENT_SECRET` -> client credentials (needs the client id; the app's "run as" user acts):
-   the login URL must then be the org's My Domain URL, as Salesforce requires for this flow.
+   the login URL must then be the org's My Domain URL: Salesforce refuses this flow on login.salesforce.com
+   and test.salesforce.com, so the connector refuses that setting before trying.
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ class Credentials:
                        security_token=settings.require("salesforce_security_token")
                        if _given(settings, "salesforce_security_token") else "")
         if _given(settings, "salesforce_client_secret"):
+            if is_generic_login_host(settings.salesforce_login_url):
+                raise ConfigError(
+                    f"setting SALESFORCE_LOGIN_URL: the client credentials flow (SALESFORCE_CLIENT_SECRET) is refused "
+                    f"by Salesforce on {urlsplit(settings.salesforce_login_url).hostname}: set the org's My Domain "
+                    "URL (https://MyCompany.my.salesforce.com, or https://MyCompany--Sandbox.sandbox.my.salesforce.com)")
             return cls(Grant.CLIENT_CREDENTIALS, client_id=settings.require("salesforce_client_id"),
                        client_secret=settings.require("salesforce_client_secret"))
         raise ConfigError(
@@ -112,6 +119,25 @@ class Credentials:
                     "password": (self.password or "") + (self.security_token or "")}
         return {"grant_type": "client_credentials", "client_id": self.client_id or "",
                 "client_secret": self.client_secret or ""}
+
+
+GENERIC_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
+PASSWORD_RETIREMENT = "2027-02-20"
+"""When Salesforce stops the username-password flow for connected apps (Salesforce Help, article 005461976)."""
+
+
+def is_generic_login_host(login_url: str) -> bool:
+    """True for login.salesforce.com and test.salesforce.com (not an org's own My Domain URL)."""
+    return (urlsplit(login_url).hostname or "").lower() in GENERIC_LOGIN_HOSTS
+
+
+def login_notice(grant: Grant) -> str | None:
+    """What an operator must know about the configured login, or None when nothing."""
+    if grant is Grant.PASSWORD:
+        return ("Salesforce login uses the username-password flow (SALESFORCE_PASSWORD), which Salesforce is "
+                f"retiring for connected apps on {PASSWORD_RETIREMENT}: switch to the JWT bearer flow "
+                "(SALESFORCE_PRIVATE_KEY) before then")
+    return None
 
 
 def _given(settings: Settings, name: str) -> bool:
@@ -197,4 +223,5 @@ def fetch_token(session: requests.Session, login_url: str, credentials: Credenti
         raise Unavailable(f"Salesforce login at {login_url} answered without a token") from None
 
 
-__all__ = ["Credentials", "Grant", "Token", "fetch_token", "jwt_assertion", "jwt_audience", "load_private_key"]
+__all__ = ["GENERIC_LOGIN_HOSTS", "PASSWORD_RETIREMENT", "Credentials", "Grant", "Token", "fetch_token",
+           "is_generic_login_host", "jwt_assertion", "jwt_audience", "load_private_key", "login_notice"]

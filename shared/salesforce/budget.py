@@ -32,6 +32,9 @@ REFRESH_AFTER = dt.timedelta(minutes=5)
 """A refusal based on numbers this old lets one call through: its answer tells whether the window freed calls
 (otherwise a paused poller, making no calls, would never learn that it may resume)."""
 
+FRESH = dt.timedelta(seconds=5)
+"""How recent a usage reading must be to explain the answer it came with."""
+
 _USAGE = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
 
 
@@ -78,6 +81,12 @@ class ApiBudget:
     @property
     def usage(self) -> ApiUsage | None:
         return self._usage
+
+    def fresh_usage(self, within: dt.timedelta = FRESH) -> ApiUsage | None:
+        """The usage if observed just now (on the answer being handled), else None: an old count says
+        nothing about why this call was refused."""
+        usage = self._usage
+        return usage if usage is not None and self._clock() - usage.observed_at <= within else None
 
     def state(self, usage: ApiUsage | None = None) -> str:
         """`ok`, `reserved` (only urgent work allowed) or `exhausted`."""

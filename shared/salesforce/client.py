@@ -40,6 +40,8 @@ T = TypeVar("T")
 COLLECTION_SIZE = 200
 """Records per sObject Collections call (Salesforce's maximum)."""
 COMPOSITE_SIZE = 25
+COMPOSITE_HEAVY = 5
+"""Of a composite's 25 subrequests, at most 5 may be queries or sObject Collections (Salesforce's limit)."""
 """Subrequests per composite call (Salesforce's maximum)."""
 REFERRAL_ID_FIELD = "Referral_Identifier__c"
 
@@ -128,7 +130,7 @@ class SalesforceClient:
             except SalesforceError as exc:
                 delay = next(delays, None) if first_error(exc.content)[0] == LOCK_ERROR else None
                 if delay is None:
-                    raise error_for(exc.status, exc.content, what=what) from None
+                    raise error_for(exc.status, exc.content, what=what, usage=self.budget.fresh_usage()) from None
                 log.info("Salesforce %s: row locked, retrying in %.1f s", what, delay)
                 self._sleep(delay)
             except requests.RequestException as exc:
@@ -240,16 +242,17 @@ class SalesforceClient:
         return results
 
     def composite(self, subrequests: Sequence[SubRequest], *, all_or_none: bool = False) -> list[SubResponse]:
-        """Run subrequests through composite, 25 a call, one answer per subrequest, in order.
+        """Run subrequests through composite, 25 a call of which at most 5 queries or Collections
+        (`composite_calls`), one answer per subrequest, in order.
 
         `@{ref.id}` references work across calls (an earlier call's results are filled in). `all_or_none`
-        holds within each call of 25, not across calls. Subrequests that failed on a row lock (and those
+        holds within each call, not across calls. Subrequests that failed on a row lock (and those
         that did not run because of them) are sent again.
         """
         outputs: dict[str, Any] = {}
         answers: dict[str, SubResponse] = {}
-        for start in range(0, len(subrequests), COMPOSITE_SIZE):
-            pending = list(subrequests[start:start + COMPOSITE_SIZE])
+        for group in composite_calls(subrequests):
+            pending = list(group)
             delays = self.retry.delays()
             while pending:
                 body = {"allOrNone": all_or_none,
@@ -275,6 +278,19 @@ class SalesforceClient:
         if sub.body is not None:
             item["body"] = _resolve(sub.body, outputs)
         return item
+
+
+def composite_calls(subrequests: Sequence[SubRequest]) -> list[list[SubRequest]]:
+    """Subrequests cut into composite calls, in order: at most 25 a call, at most 5 of them heavy."""
+    calls: list[list[SubRequest]] = []
+    heavy = 0
+    for sub in subrequests:
+        if not calls or len(calls[-1]) == COMPOSITE_SIZE or (sub.heavy and heavy == COMPOSITE_HEAVY):
+            calls.append([])
+            heavy = 0
+        calls[-1].append(sub)
+        heavy += sub.heavy
+    return calls
 
 
 def without_attributes(record: Any) -> Any:
@@ -306,4 +322,4 @@ def _resolve(value: Any, outputs: Mapping[str, Any]) -> Any:
     return _REFERENCE.sub(fill, value)
 
 
-__all__ = ["COLLECTION_SIZE", "COMPOSITE_SIZE", "REFERRAL_ID_FIELD", "SalesforceClient", "without_attributes"]
+__all__ = ["COLLECTION_SIZE", "COMPOSITE_HEAVY", "COMPOSITE_SIZE", "composite_calls", "REFERRAL_ID_FIELD", "SalesforceClient", "without_attributes"]

@@ -11,7 +11,7 @@ offending value, so the message is cut short rather than carrying a whole field 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     AlreadyExists,
@@ -26,6 +26,9 @@ from shared.errors import (
     Unavailable,
 )
 
+if TYPE_CHECKING:
+    from shared.salesforce.budget import ApiUsage
+
 LOCK_ERROR = "UNABLE_TO_LOCK_ROW"
 """Another transaction holds the row: the write did not happen and may be retried."""
 
@@ -33,6 +36,8 @@ HALTED = "PROCESSING_HALTED"
 """A composite subrequest that did not run because an earlier one failed."""
 
 MESSAGE_LIMIT = 200
+CONCURRENCY_RETRY = 20.0
+"""Seconds to wait after Salesforce refused a call for too many concurrent long-running requests."""
 
 _NOT_FOUND = {"NOT_FOUND", "ENTITY_IS_DELETED"}
 _DUPLICATE = {"DUPLICATE_VALUE", "DUPLICATE_EXTERNAL_ID", "DUPLICATES_DETECTED"}
@@ -50,19 +55,26 @@ def first_error(content: Any) -> tuple[str, str]:
     return "UNKNOWN", str(item or "")
 
 
-def error_for(status: int, content: Any, *, what: str) -> ConnectorError:
+def error_for(status: int, content: Any, *, what: str, usage: ApiUsage | None = None) -> ConnectorError:
     """The connector error for a Salesforce failure.
 
     Args:
         status: the HTTP status (400 for a per-record error, which carries none of its own).
         content: the error body (list, dict or text).
         what: the operation, for the message (`upsert Opportunity`, `query`); never record data.
+        usage: the org's API usage as the failed answer itself reported it (`Sforce-Limit-Info`), if it did.
+            `REQUEST_LIMIT_EXCEEDED` is also Salesforce's answer when the org already runs 25 long requests
+            at once: with calls left in the daily limit, that is a short wait, not a spent budget.
     """
     code, message = first_error(content)
     if len(message) > MESSAGE_LIMIT:
         message = message[:MESSAGE_LIMIT] + "..."
     text = f"Salesforce {what}: {code} {message}".rstrip()
     if code == "REQUEST_LIMIT_EXCEEDED":
+        if usage is not None and usage.used < usage.limit:
+            return Throttled(f"{text}: {usage.used} of {usage.limit} daily calls are used, so the daily limit is "
+                             "not the cause: the org runs too many long requests at once (Salesforce allows 25); "
+                             "trying again shortly", retry_after=CONCURRENCY_RETRY)
         return LimitExceeded(f"{text}: the org's daily API limit is used up; work resumes when it resets")
     if status == 401 or code == "INVALID_SESSION_ID":
         return AuthExpired(f"{text}: the session was refused even after logging in again")
@@ -84,4 +96,4 @@ def error_for(status: int, content: Any, *, what: str) -> ConnectorError:
     return InvalidInput(text)
 
 
-__all__ = ["HALTED", "LOCK_ERROR", "error_for", "first_error"]
+__all__ = ["CONCURRENCY_RETRY", "HALTED", "LOCK_ERROR", "error_for", "first_error"]

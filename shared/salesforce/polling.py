@@ -134,7 +134,8 @@ def sources(mapping: FieldMapping) -> list[Source]:
 
 @dataclass
 class PollResult:
-    """What one poll did, per source: rows read, opportunities handed on."""
+    """What one poll did, per source: rows read, opportunities handed on (each at most once a poll, counted
+    under the source that handed it on first)."""
 
     read: dict[str, int] = field(default_factory=dict)
     handed_on: dict[str, int] = field(default_factory=dict)
@@ -201,7 +202,7 @@ class ChangePoller:
                     queued.add(opportunity_id)
                     self.queues.send(OPPORTUNITY_QUEUE, message(opportunity_id, source=source.cursor,
                                                                 modstamp=row.modstamp))
-            result.handed_on[source.cursor] += len(rows)
+                    result.handed_on[source.cursor] += 1  # opportunities, not rows: what the status page counts
             if rows:
                 cursor = advance(cursor, rows, self.overlap)
                 stored.value, stored.updated_at = cursor.to_value(), self.clock()

@@ -88,6 +88,11 @@ class SubRequest(_Model):
     def query(cls, soql: str, *, ref: str) -> SubRequest:
         return cls(method="GET", path=f"query?q={quote(soql)}", reference_id=ref)
 
+    @property
+    def heavy(self) -> bool:
+        """A query or an sObject Collections request: Salesforce allows at most 5 of them in one composite."""
+        return self.path.startswith(("query", "queryAll", "composite/sobjects"))
+
 
 class SubResponse(_Model):
     """The answer to one subrequest."""

@@ -18,10 +18,12 @@ from shared.status.report import ERROR, OK, UNKNOWN, WARNING, ago
 
 HEALTH_TITLES = {
     "salesforce_poll": "Salesforce poll",
+    "salesforce_push": "Salesforce push",
     "partner_center_reconcile": "Partner Center reconcile",
     "partner_center_token": "Partner Center token",
     "webhook": "Webhook registration",
     "salesforce_budget": "Salesforce API budget",
+    "salesforce_login": "Salesforce login",
 }
 STATE_WORDS = {OK: "OK", WARNING: "Attention", ERROR: "Error", UNKNOWN: "No data"}
 DIRECTIONS = {"partner_center_to_salesforce": ("PC → SF", "Partner Center to Salesforce"),

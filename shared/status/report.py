@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from shared.models.records import DeadLetter, Link, StatusDoc, SyncLogEntry, SyncState
     from shared.models.webhooks import WebhookRegistration
     from shared.runtime import Services
+    from shared.settings import Settings
     from shared.store import Store
 
 LOG_LIMIT = 100
@@ -38,6 +39,10 @@ VALUE_CHARS = 300
 
 POLL_STALE = dt.timedelta(minutes=10)
 """No successful Salesforce poll for this long is worth a look (the default schedule polls every minute)."""
+PUSH_POLL_STALE = dt.timedelta(minutes=40)
+"""With push configured the poll runs every 15 minutes by default: stale after two missed runs and more."""
+PUSH_MISSED_RECENT = dt.timedelta(hours=24)
+"""A change the poll had to deliver within this window keeps the push warning up."""
 RECONCILE_STALE = dt.timedelta(hours=1)
 """Likewise for the reconcile (every 15 minutes by default)."""
 
@@ -45,21 +50,40 @@ POLL_DOC = "salesforce-poll"
 RECONCILE_DOC = "partner-center-reconcile"
 TOKEN_DOC = "partner-center-token"
 BUDGET_DOC = "salesforce-budget"
-"""Status documents of shared/salesforce/polling.py, shared/sync/reconcile.py, shared/partner_center/token.py
-and shared/salesforce/budget.py (literal here so gathering imports none of the clients; a test checks)."""
+PUSH_DOC = "salesforce-push"
+"""Status documents of shared/salesforce/polling.py, shared/sync/reconcile.py, shared/partner_center/token.py,
+shared/salesforce/budget.py and shared/salesforce/push.py (literal here so gathering imports none of the clients; a test checks)."""
 
 OK, WARNING, ERROR, UNKNOWN = "ok", "warning", "error", "unknown"
 
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:code|sig|token|access_token|client_secret|key)=)[^&\s\"'<>]+")
+_SECRET_NAMES = r"code|sig|token|access_token|refresh_token|id_token|client_secret|client_assertion|assertion|" \
+                r"password|key|secret|session_id|sessionid|sid"
+_SECRET_PATTERNS = [
+    # A query or form parameter: `?code=...`, `&refresh_token=...`, `client_secret=...` (also x-functions-key=).
+    (re.compile(rf"(?i)(?<![A-Za-z0-9])((?:{_SECRET_NAMES})=)[^&\s\"'<>,;]+"), r"\1***"),
+    # A JSON member: `"access_token": "..."`.
+    (re.compile(rf"(?i)(\"(?:{_SECRET_NAMES})\"\s*:\s*\")[^\"]*"), r"\1***"),
+    # An HTTP header: `Authorization: Bearer ...`, `x-functions-key: ...` (the scheme is kept, not the credential).
+    (re.compile(r"(?i)\b((?:authorization|proxy-authorization|x-functions-key|ocp-apim-subscription-key)\"?\s*[:=]\s*"
+                r"\"?(?:(?:bearer|basic|signature|sharedkey|oauth)\s+)?)[^\s\"'<>,;]+"), r"\1***"),
+    # A bare bearer token or Salesforce session id (`00D...!AQ...`: the org id, then the secret part).
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/!]+=*"), r"\1***"),
+    (re.compile(r"\b(00D[A-Za-z0-9]{12,15}!)[A-Za-z0-9._\-]+"), r"\1***"),
+]
 
 
 def redact(text: str | None) -> str:
-    """`text` with the values of secret-looking query parameters (`?code=`, `sig=`, ...) replaced by `***`.
+    """`text` with every secret-looking value replaced by `***`: query and form parameters (`?code=`, `sig=`,
+    `access_token=`, `refresh_token=`, `client_secret=`, `key=`...), the same names as JSON members, the
+    credential of an `Authorization` header or any bearer token, and a Salesforce session id.
 
     Messages are written without secrets already; this is the second line of defence for whatever a remote
-    service or a future message puts in a URL.
+    service or a future message puts into a text the page, `status.json` or the CLI show.
     """
-    return _SECRET_QUERY.sub(r"\1***", text or "")
+    text = text or ""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def ago(when: dt.datetime | str | None, now: dt.datetime) -> str:
@@ -124,13 +148,15 @@ def _count(items: Iterable[Any], cap: int = COUNT_CAP) -> tuple[int, bool]:
 
 # Health of each side --------------------------------------------------------------------------------------
 
-def poll_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
-    """The Salesforce poll: when it last succeeded, and its error if the latest run failed."""
+def poll_health(doc: StatusDoc | None, now: dt.datetime, *, stale: dt.timedelta = POLL_STALE,
+                schedule: str | None = None) -> dict[str, Any]:
+    """The Salesforce poll: when it last succeeded, and its error if the latest run failed (and its schedule:
+    every minute, or every 15 minutes once Salesforce pushes)."""
     if doc is None:
-        return {"state": UNKNOWN, "summary": "has not run yet"}
+        return {"state": UNKNOWN, "summary": "has not run yet", **({"schedule": schedule} if schedule else {})}
     data = doc.data
     last_success, last_error = data.get("last_success"), data.get("last_error")
-    facts = {"last_success": last_success, "last_error": redact(last_error) or None,
+    facts = {**({"schedule": schedule} if schedule else {}), "last_success": last_success, "last_error": redact(last_error) or None,
              "last_error_at": data.get("last_error_at"), "read": data.get("read"), "handed_on": data.get("handed_on")}
     if last_error:
         return {"state": ERROR, "summary": f"failing ({ago(data.get('last_error_at'), now)}): {redact(last_error)}",
@@ -142,8 +168,40 @@ def poll_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
     detail = f"; {plural(read, 'row')} read" if read is not None else ""
     if queued is not None:
         detail += f", {plural(queued, 'opportunity', 'opportunities')} queued"
-    state = WARNING if now - success > POLL_STALE else OK
+    state = WARNING if now - success > stale else OK
     return {"state": state, "summary": f"last success {ago(success, now)}{detail}", **facts}
+
+
+def push_health(doc: StatusDoc | None, now: dt.datetime, *, configured: bool) -> dict[str, Any]:
+    """Salesforce push (outbound messages): the last batch received, refusals and why, and the changes the
+    poll found that push should have delivered (push broken or misconfigured)."""
+    if not configured:
+        return {"state": UNKNOWN, "configured": False,
+                "summary": "not configured: the poll delivers Salesforce's changes (set SALESFORCE_ORG_ID and "
+                           "deploy the Flows, salesforce/README.md)"}
+    data = doc.data if doc is not None else {}
+    facts = {"configured": True, "last_received_at": data.get("last_received_at"),
+             "last_batch": data.get("last_batch"), "refused": data.get("refused", 0),
+             "last_refused_at": data.get("last_refused_at"),
+             "last_refused_reason": redact(data.get("last_refused_reason")) or None,
+             "missed": data.get("missed", 0), "last_missed_at": data.get("last_missed_at"),
+             "last_missed_opportunity": data.get("last_missed_opportunity")}
+    received, refused = _parse_time(facts["last_received_at"]), _parse_time(facts["last_refused_at"])
+    missed = _parse_time(facts["last_missed_at"])
+    if refused is not None and (received is None or refused > received):
+        return {"state": ERROR, **facts, "summary": f"refusing outbound messages ({ago(refused, now)}): "
+                                                    f"{facts['last_refused_reason']}"}
+    if missed is not None and now - missed < PUSH_MISSED_RECENT:
+        return {"state": WARNING, **facts,
+                "summary": f"the poll found {plural(int(facts['missed']), 'change')} push should have delivered "
+                           f"(latest: opportunity {facts['last_missed_opportunity']}, {ago(missed, now)}): is the "
+                           "Flow active and its outbound message's endpoint this app?"}
+    if received is None:
+        return {"state": UNKNOWN, **facts, "summary": "configured; no outbound message received yet"}
+    extra = f"; {plural(int(facts['refused']), 'refusal')}, latest: {facts['last_refused_reason']}" \
+        if facts["refused"] else ""
+    batch = f" (a call of {plural(int(facts['last_batch']), 'notification')})" if facts["last_batch"] else ""
+    return {"state": OK, **facts, "summary": f"last outbound message {ago(received, now)}{batch}{extra}"}
 
 
 def reconcile_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
@@ -205,6 +263,26 @@ def budget_health(doc: StatusDoc | None, now: dt.datetime) -> dict[str, Any]:
     return {"state": state, "summary": summary, "used": used, "limit": limit, "budget_share": share,
             "share_used": data.get("share_used"), "budget_state": data.get("state"),
             "observed_at": data.get("observed_at")}
+
+
+def login_health(settings: Settings) -> dict[str, Any]:
+    """Which Salesforce login the settings choose, and what an operator must know about it (the password
+    grant is being retired by Salesforce; client credentials need a My Domain URL)."""
+    from urllib.parse import urlsplit
+
+    from shared.salesforce.auth import Credentials, login_notice
+
+    try:
+        grant = Credentials.from_settings(settings).grant
+    except ConfigError as exc:
+        return {"state": ERROR, "summary": redact(str(exc)), "grant": None}
+    host = urlsplit(settings.salesforce_login_url).hostname
+    notice = login_notice(grant)
+    if notice is not None:
+        return {"state": WARNING, "summary": notice, "grant": grant.value, "login_host": host}
+    names = {"jwt_bearer": "JWT bearer", "client_credentials": "client credentials", "password": "username-password"}
+    return {"state": OK, "summary": f"{names.get(grant.value, grant.value)} login at {host}", "grant": grant.value,
+            "login_host": host}
 
 
 def webhook_health(fetch: Callable[[], WebhookRegistration | None], own_url: str | None) -> dict[str, Any]:
@@ -269,7 +347,7 @@ def dead_letter_row(letter: DeadLetter) -> dict[str, Any]:
         subject = f"relay to {redact(payload.get('url_shown')) or 'a downstream URL'}"
     else:
         record = payload.get(f"{letter.kind}_id")
-        subject = f"{letter.kind} {record}" if record else letter.kind
+        subject = redact(f"{letter.kind} {record}") if record else letter.kind
     return {"key": letter.key, "kind": letter.kind, "subject": subject, "reason": redact(letter.reason),
             "attempts": letter.attempts, "first_failed_at": _iso(letter.first_failed_at),
             "last_failed_at": _iso(letter.last_failed_at), "replayable": letter.kind in QUEUES}
@@ -317,7 +395,9 @@ def _links(store: Store, search: str | None) -> tuple[list[dict[str, Any]], int,
 # The whole report --------------------------------------------------------------------------------------
 
 def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], own_url: str | None = None,
-            dry_run: bool = False, search: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+            dry_run: bool = False, search: str | None = None, now: dt.datetime | None = None,
+            salesforce_login: dict[str, Any] | None = None, push_configured: bool = False,
+            poll_schedule: str | None = None) -> dict[str, Any]:
     """Everything the status page shows, as JSON-ready data.
 
     Args:
@@ -327,6 +407,9 @@ def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], 
         dry_run: the `COSELL_DRY_RUN` setting, shown in the header.
         search: a referral or opportunity id to find among all links (beyond the LINK_LIMIT listed).
         now: the time (tests pass a fixed one).
+        salesforce_login: `login_health` of the settings (None: not shown).
+        push_configured: SALESFORCE_ORG_ID is set (Salesforce pushes; the poll is a 15-minute safety net).
+        poll_schedule: the poll's NCRONTAB schedule, shown with its health.
 
     Raises:
         Unavailable: Table Storage cannot be reached (nothing else is worth showing then).
@@ -345,11 +428,14 @@ def collect(store: Store, *, webhook: Callable[[], WebhookRegistration | None], 
         "generated_at": now.isoformat(),
         "dry_run": dry_run,
         "health": {
-            "salesforce_poll": poll_health(status.get(POLL_DOC), now),
+            "salesforce_poll": poll_health(status.get(POLL_DOC), now, schedule=poll_schedule,
+                                           stale=PUSH_POLL_STALE if push_configured else POLL_STALE),
+            "salesforce_push": push_health(status.get(PUSH_DOC), now, configured=push_configured),
             "partner_center_reconcile": reconcile_health(status.get(RECONCILE_DOC), now),
             "partner_center_token": token_health(status.get(TOKEN_DOC), now),
             "webhook": webhook_health(webhook, own_url),
             "salesforce_budget": budget_health(status.get(BUDGET_DOC), now),
+            **({"salesforce_login": salesforce_login} if salesforce_login is not None else {}),
         },
         "counts": {
             "links": link_count, "links_more": links_more,
@@ -382,10 +468,13 @@ def collect_for(services: Services, *, base_url: str | None = None, search: str 
     """`collect` with the process's clients: what the routes and the CLI call."""
     return collect(services.store, webhook=lambda: services.webhooks.get_registration(),
                    own_url=own_receiver_url(services, base_url), dry_run=services.settings.cosell_dry_run,
-                   search=search)
+                   search=search, salesforce_login=login_health(services.settings),
+                   push_configured=bool(services.settings.salesforce_org_id),
+                   poll_schedule=services.settings.poll_schedule)
 
 
 __all__ = [
-    "COUNT_CAP", "DEAD_LETTER_LIMIT", "LINK_LIMIT", "LOG_LIMIT", "ago", "collect", "collect_for", "redact",
+    "COUNT_CAP", "DEAD_LETTER_LIMIT", "LINK_LIMIT", "LOG_LIMIT", "ago", "collect", "collect_for", "login_health",
+    "redact",
     "shorten",
 ]

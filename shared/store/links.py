@@ -1,9 +1,14 @@
 """Links between referrals and opportunities, findable from either side.
 
 Why several rows: Table Storage looks rows up by key only. One row keyed by referral id, one keyed by
-opportunity id and, when the referral belongs to a co-sell engagement, one keyed by engagement id (so an
-event about Microsoft's related referral finds the partner's), all written in one transaction (same
-partition), so a crash never leaves half a link.
+opportunity id and, when the referral belongs to a co-sell engagement, one keyed by engagement id and
+referral id (so an event about Microsoft's related referral finds the partner's referrals), all written in
+one transaction (same partition), so a crash never leaves half a link.
+
+An engagement may hold several of the partner's referrals ("Multiple referrals can be associated to a
+single EngagementID", Partner Center's referral resources): each has its own link, and its engagement row
+is `eng-<engagement>|<referral>`, found by a range query over the engagement's prefix. Links written before
+that kept one `eng-<engagement>` row per engagement; those are still read.
 """
 
 from __future__ import annotations
@@ -21,8 +26,16 @@ LINKS_PER_TRANSACTION = 33
 """Up to three rows a link, and a transaction holds at most 100 entities."""
 
 
+ENGAGEMENT_SEPARATOR = "|"
+"""Between the engagement id and the referral id of an engagement row (a GUID never holds one)."""
+
+
 def _row(side: str, record_id: str) -> str:
     return f"{side}-{record_id}"
+
+
+def _engagement_row(engagement_id: str, referral_id: str) -> str:
+    return f"{_row('eng', engagement_id)}{ENGAGEMENT_SEPARATOR}{referral_id}"
 
 
 class LinkStore:
@@ -45,19 +58,32 @@ class LinkStore:
     def get_by_opportunity(self, opportunity_id: str) -> Link | None:
         return self._get(_row("opp", opportunity_id))
 
-    def get_by_engagement(self, engagement_id: str) -> Link | None:
-        return self._get(_row("eng", engagement_id))
+    def list_by_engagement(self, engagement_id: str) -> list[Link]:
+        """Every link of the partner's referrals in one co-sell engagement (one range query), oldest first."""
+        prefix = _engagement_row(engagement_id, "")
+        upper = prefix[:-1] + chr(ord(ENGAGEMENT_SEPARATOR) + 1)
+        found: dict[str, Link] = {}
+        for entity in self.table.query("PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                                       {"pk": PARTITION, "lo": prefix, "hi": upper}):
+            link = Link.model_validate(unpack(entity))
+            link.etag = entity.get("etag")
+            found[link.referral_id] = link
+        legacy = self._get(_row("eng", engagement_id))  # one row per engagement, as written before
+        if legacy is not None:
+            found.setdefault(legacy.referral_id, legacy)
+        return sorted(found.values(), key=lambda link: link.created_at)
 
     @staticmethod
     def _rows(link: Link) -> list[str]:
         rows = [_row("ref", link.referral_id), _row("opp", link.opportunity_id)]
-        return rows + ([_row("eng", link.engagement_id)] if link.engagement_id else [])
+        return rows + ([_engagement_row(link.engagement_id, link.referral_id)] if link.engagement_id else [])
 
     def create(self, link: Link) -> Link:
         """Write both rows at once.
 
         Raises:
-            AlreadyExists: the referral or the opportunity is already linked (possibly by a racing writer).
+            AlreadyExists: the referral or the opportunity is already linked (possibly by a racing writer);
+                another referral of the same engagement is not in the way.
         """
         values = pack(link.model_dump(mode="json"))
         operations = [("create", {"PartitionKey": PARTITION, "RowKey": row, **values}) for row in self._rows(link)]
@@ -86,8 +112,8 @@ class LinkStore:
         return found
 
     def create_many(self, links: Sequence[Link]) -> list[Link]:
-        """Write many links, 33 to a transaction; a transaction refused because one of its referrals,
-        opportunities or engagements is already linked is written again link by link.
+        """Write many links, 33 to a transaction; a transaction refused because one of its referrals or
+        opportunities is already linked is written again link by link.
 
         Returns:
             The links that were not written because their referral or opportunity was already linked.
@@ -108,7 +134,11 @@ class LinkStore:
         return refused
 
     def delete(self, link: Link) -> None:
-        operations = [("delete", {"PartitionKey": PARTITION, "RowKey": row}) for row in self._rows(link)]
+        rows = self._rows(link)
+        legacy = self._get(_row("eng", link.engagement_id)) if link.engagement_id else None
+        if legacy is not None and legacy.referral_id == link.referral_id:
+            rows[-1] = _row("eng", link.engagement_id)  # written before engagements held several links
+        operations = [("delete", {"PartitionKey": PARTITION, "RowKey": row}) for row in rows]
         self.table.transaction(operations, what=f"unlink {link.referral_id}")
 
     def list(self) -> Iterator[Link]:

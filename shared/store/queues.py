@@ -10,8 +10,14 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError
-from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.errors import Unavailable
 from shared.store.connection import storage_credential, storage_target
@@ -23,7 +29,13 @@ REFERRAL_QUEUE = "referral-changes"
 OPPORTUNITY_QUEUE = "opportunity-changes"
 FORWARD_QUEUE = "webhook-forward"
 
-_CLIENT_OPTIONS = {"retry_total": 3, "retry_backoff_factor": 0.5, "connection_timeout": 5, "read_timeout": 30}
+
+def _client_options() -> dict[str, Any]:
+    """Fail within about two seconds when the queue cannot be reached. Why: the webhook receiver must answer
+    Partner Center quickly (503: it delivers again later), and the storage SDK's default retry waits 15 s, then
+    18 s, then 24 s (`retry_backoff_factor` does not change that; only a `retry_policy` does)."""
+    return {"retry_policy": LinearRetry(backoff=0.5, retry_total=2, random_jitter_range=0.25),
+            "connection_timeout": 2, "read_timeout": 10}
 
 
 class QueueSender:
@@ -36,7 +48,7 @@ class QueueSender:
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> QueueSender:
-        return cls(QueueServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS))
+        return cls(QueueServiceClient.from_connection_string(connection_string, **_client_options()))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueSender:
@@ -44,7 +56,7 @@ class QueueSender:
         target = storage_target(settings)
         if target.connection_string is not None:
             return cls.from_connection_string(target.connection_string)
-        return cls(QueueServiceClient(target.queue_url, credential=storage_credential(), **_CLIENT_OPTIONS))
+        return cls(QueueServiceClient(target.queue_url, credential=storage_credential(), **_client_options()))
 
     def _client(self, queue: str) -> QueueClient:
         with self._lock:
@@ -67,11 +79,15 @@ class QueueSender:
                 except ResourceExistsError:
                     pass
                 client.send_message(body, visibility_timeout=delay_seconds)
-        except ServiceRequestError:
+        except (ServiceRequestError, ServiceResponseError):  # refused, reset, timed out
             raise Unavailable(
                 f"Queue storage is not reachable at {self._service.url}: start Azurite (`make run` does) "
                 "or check the COSELL_STORAGE / AzureWebJobsStorage setting"
             ) from None
+        except HttpResponseError as exc:
+            if exc.status_code is not None and exc.status_code >= 500:
+                raise Unavailable(f"Queue storage answered {exc.status_code} at {self._service.url}") from None
+            raise
 
 
 __all__ = ["FORWARD_QUEUE", "OPPORTUNITY_QUEUE", "REFERRAL_QUEUE", "QueueSender"]

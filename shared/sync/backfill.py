@@ -119,23 +119,17 @@ def decide(referrals: Sequence[MappingABC[str, Any]], *, links: MappingABC[str, 
         in_flight: the referrals an interrupted run had begun to write.
 
     An opportunity two referrals claim, or one referral with two different opportunities, is left for a
-    person (AMBIGUOUS): linking either would be a guess, and a wrong link syncs the wrong deal. So is a
-    second referral of one co-sell engagement (a link holds one per engagement: the sync follows the
-    partner's referral and treats the other as related).
+    person (AMBIGUOUS): linking either would be a guess, and a wrong link syncs the wrong deal. Several
+    referrals of one co-sell engagement are not ambiguous: each gets its own opportunity and link, as in
+    the sync.
     """
     in_flight = in_flight or InFlight()
     creating, finishing = set(in_flight.create), set(in_flight.create) | set(in_flight.link)
     claimed: dict[str, str] = {}
-    engagements: dict[str, str] = {}
     decisions: list[Decision] = []
     for referral in referrals:
         referral_id = str(referral["id"])
         linked = links.get(referral_id)
-        engagement = referral.get("engagementId")
-        if engagement and engagements.setdefault(str(engagement), referral_id) != referral_id and not linked:
-            decisions.append(Decision(referral_id, Action.AMBIGUOUS, None,
-                                      f"engagement {engagement} also holds referral {engagements[str(engagement)]}"))
-            continue
         if linked:
             claimed[linked] = referral_id
             if referral_id in finishing:

@@ -62,8 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.sync.backfill")
 
 CURSOR = "backfill"
-PAGE_SIZE = 1000
-"""`$top` of the referral listing: the largest page the sandbox serves (Partner Center documents none)."""
+PAGE_SIZE = 100
+"""`$top` of the referral listing: Partner Center's reference caps a page at 100 (follow nextLink past it)."""
 BATCH_SIZE = 2000
 """Referrals decided and written together: a query of 2,000 ids stays under SOQL's length limit."""
 READ_BACK_IDS = 2000
@@ -233,6 +233,7 @@ KINDS = {
     Action.CREATE.value: ("opportunity created", "to get a new opportunity"),
     Action.AMBIGUOUS.value: ("left for a person (ambiguous)", "to leave for a person (ambiguous)"),
     "handed_off": ("handed to the normal sync (failed here)", "to hand to the normal sync"),
+    "unreadable": ("unreadable: kept as dead letters with the reason", "unreadable: to keep as dead letters"),
     "opted_in": ("opted-in opportunities without a referral: queued for the normal sync",
                  "opted-in opportunities without a referral: to queue for the normal sync"),
 }
@@ -328,7 +329,7 @@ class Backfill:
             return report
         report.resumed = progress.created is not None or bool(progress.in_flight)
         if not progress.referrals_done:
-            for number, referrals in enumerate(self._batches(progress), start=1):
+            for number, referrals in enumerate(self._batches(progress, report, dry_run), start=1):
                 progress = self._batch(_Batch(number, {r["id"]: r for r in referrals}), progress, report, dry_run)
                 if on_batch is not None:
                     on_batch(report, len(referrals))
@@ -340,14 +341,23 @@ class Backfill:
 
     # Listing ------------------------------------------------------------------------------------------
 
-    def _batches(self, start: Progress) -> Iterator[list[dict[str, Any]]]:
-        """Referrals oldest first, in batches, from where the cursor stands (pages are streamed)."""
+    def _batches(self, start: Progress, report: BackfillReport, dry_run: bool) -> Iterator[list[dict[str, Any]]]:
+        """Referrals oldest first, in batches, from where the cursor stands (pages are streamed).
+
+        A referral the model cannot read is set aside as a dead letter with its reason (a dry run only
+        counts it); the page and the run go on without it.
+        """
         from shared.partner_center.referrals import odata_filter
+        from shared.sync.processor import set_aside_unreadable
 
         since = start.created_since()
         batch: list[dict[str, Any]] = []
         for page in self.pc.iter_pages(filter=odata_filter(created_since=since) if since else None,
                                        orderby="createdDateTime asc", top=self.page_size):
+            for unreadable in page.unreadable:
+                reason = unreadable.reason if dry_run else set_aside_unreadable(self.store, unreadable,
+                                                                                source="backfill")
+                report.note("unreadable", f"{unreadable.id}: {reason}")
             for referral in page.value:
                 api = referral.to_api()
                 if api.get("id") and not start.done(api):

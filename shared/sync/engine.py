@@ -86,33 +86,37 @@ class SyncEngine:
 
     # Entry points ---------------------------------------------------------------------------------
 
-    def sync_referral(self, referral_id: str, *, related: bool = False) -> SyncReport:
-        """A referral changed (webhook or reconcile): bring its opportunity up to date, or create it.
-
-        Args:
-            referral_id: the referral named by the event.
-            related: the event was about a related referral of a co-sell engagement (Microsoft's side):
-                the partner's referral of the same engagement is the one to sync; none is created for it.
-        """
+    def sync_referral(self, referral_id: str) -> SyncReport:
+        """A referral changed (webhook or reconcile): bring its opportunity up to date, or create it."""
         link = self.store.links.get_by_referral(referral_id)
         state = self.store.state.get(referral_id) if link else None  # the base before the sides: see _sync_linked
         referral = self.pc.get_referral(referral_id)
         read_request = self.pc.last_request_id
-        report = self._sync_read_referral(referral, link, state, related=related)
+        report = self._sync_read_referral(referral, link, state)
         if read_request and read_request not in report.request_ids:
             report.request_ids.insert(0, read_request)  # what Microsoft support asks for
         return report
 
-    def _sync_read_referral(self, referral: Referral, link: Link | None, state: SyncState | None, *,
-                            related: bool) -> SyncReport:
+    def partner_referrals(self, referral_id: str) -> list[str]:
+        """The partner's referrals to sync for an event about a related referral of a co-sell engagement.
+
+        The engagement may hold several of the partner's referrals, each with its own opportunity and link:
+        all of them are synced (the related referral itself, Microsoft's side, gets no opportunity). Only
+        referrals the connector has linked count: one not synced yet is created by its own event or the
+        reconcile, never by an event about another referral.
+
+        Returns:
+            Referral ids, oldest link first; empty when the engagement holds none the connector syncs.
+        """
+        link = self.store.links.get_by_referral(referral_id)
+        engagement = link.engagement_id if link else self.pc.get_referral(referral_id).engagement_id
+        found = [each.referral_id for each in self.store.links.list_by_engagement(engagement)] if engagement else []
+        if link is not None and referral_id not in found:
+            found.insert(0, referral_id)
+        return found
+
+    def _sync_read_referral(self, referral: Referral, link: Link | None, state: SyncState | None) -> SyncReport:
         referral_id = referral.id
-        if related and link is None:
-            link = self.store.links.get_by_engagement(referral.engagement_id) if referral.engagement_id else None
-            if link is None:
-                return SyncReport(SyncOutcome.SKIPPED, PC_TO_SF, referral_id=referral_id,
-                                  message="a related referral of an engagement that is not synced")
-            state = self.store.state.get(link.referral_id)
-            referral = self.pc.get_referral(link.referral_id)
         opportunity_id = link.opportunity_id if link else self._known_opportunity(referral)
         opportunity = self._read_opportunity(opportunity_id) if opportunity_id else None
         if opportunity is not None:
@@ -121,14 +125,16 @@ class SyncEngine:
             raise NotFound(f"opportunity {link.opportunity_id}, linked to referral {referral_id}, no longer exists "
                            "in Salesforce: restore it from the recycle bin, then replay")
         if self.dry_run:
-            return self._create_opportunity(referral)
+            return self._create_opportunity(referral, made=None)
         claim = self._claim_create(referral_id)
         try:
             link = self.store.links.get_by_referral(referral_id)
             if link is not None:  # the run that held the claim finished: sync the pair it made
                 state = self.store.state.get(referral_id)
-                return self._sync_read_referral(self.pc.get_referral(referral_id), link, state, related=False)
-            return self._create_opportunity(referral)
+                return self._sync_read_referral(self.pc.get_referral(referral_id), link, state)
+            # An earlier attempt that upserted the opportunity and then failed: finish it without writing
+            # the opportunity again (a retry never repeats a write that succeeded).
+            return self._create_opportunity(referral, made=self._made_from(referral_id))
         finally:
             self.store.create_claims.delete(claim)
 
@@ -190,15 +196,19 @@ class SyncEngine:
         if link is None:
             link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
         written: dict[str, dict[str, Any]] = {}
+        wrote: SyncReport | None = None
         for _ in range(MAX_CONFLICT_ROUNDS):
             try:
-                return self._sync_once(referral, opportunity, link, state, headline=headline, first_base=first_base,
-                                       written=written)
+                report = self._sync_once(referral, opportunity, link, state, headline=headline,
+                                         first_base=first_base, written=written)
+                # A re-merge that finds its own writes done has nothing to add: the report is the writes'.
+                return wrote if wrote is not None and report.outcome is SyncOutcome.NO_CHANGE else report
             except Conflict as exc:
                 # Writes this sync made before it lost the race may have landed after newer ones (a Salesforce
                 # update stalled inside the call): the re-merge counts them as its own, not as edits.
                 for side, values in getattr(exc, "written", {}).items():
                     written.setdefault(side, {}).update(values)
+                wrote = getattr(exc, "report", None) or wrote
                 state = self.store.state.get(link.referral_id)
                 referral = self.pc.get_referral(link.referral_id)
                 fresh = self._read_opportunity(link.opportunity_id)
@@ -252,6 +262,7 @@ class SyncEngine:
             self._save_state(state, link, plan.merged, etag)
         except Conflict as exc:
             exc.written = pending_writes(plan)  # type: ignore[attr-defined] - read by _sync_linked
+            exc.report = report  # type: ignore[attr-defined] - what was written, for the sync log
             raise
         return report
 
@@ -283,37 +294,47 @@ class SyncEngine:
 
     # Partner Center -> Salesforce create -------------------------------------------------------------
 
-    def _create_opportunity(self, referral: Referral) -> SyncReport:
+    def _create_opportunity(self, referral: Referral, *, made: str | None) -> SyncReport:
         """A referral without an opportunity: match or create the account, upsert the opportunity, add
-        contacts, contact roles and solutions rows, then link and record the base."""
+        contacts, contact roles and solutions rows, then link and record the base.
+
+        Args:
+            made: the opportunity an earlier attempt already upserted for this referral (its Referral
+                Identifier names the referral): the steps after the upsert are finished, the upsert is not
+                sent again.
+        """
         api = referral.to_api()
         report = SyncReport(SyncOutcome.CREATED, PC_TO_SF, referral_id=referral.id)
-        choice = self._choose_account(api)
-        if choice.candidates:
-            report.changes["account_candidates"] = choice.candidates
-        values = opportunity_values(self.mapping, api, account_id=choice.account_id, candidates=choice.candidates,
-                                    now=self.clock())
-        message = creation_note(api, choice.candidates)
-        report.message = message
-        if self.dry_run:
-            report.message = f"dry run, nothing written: would create an opportunity for referral {referral.id}"
-            return report
-        if choice.create:
-            account = self._check(self.sf.create(self.mapping.account.sobject,
-                                                 [self.mapping.account_for_create(api)]), "create account")
-            values["AccountId"] = account[0].id
-        result = self._check(self.sf.upsert(self.mapping.opportunity.sobject, [values],
-                                            external_id=self.mapping.own_fields.referral_id),
-                             f"create opportunity for referral {referral.id}")[0]
-        opportunity_id = str(result.id)
+        if made is None:
+            choice = self._choose_account(api)
+            if choice.candidates:
+                report.changes["account_candidates"] = choice.candidates
+            values = opportunity_values(self.mapping, api, account_id=choice.account_id,
+                                        candidates=choice.candidates, now=self.clock())
+            report.message = creation_note(api, choice.candidates)
+            if self.dry_run:
+                report.message = f"dry run, nothing written: would create an opportunity for referral {referral.id}"
+                return report
+            if choice.create:
+                account = self._check(self.sf.create(self.mapping.account.sobject,
+                                                     [self.mapping.account_for_create(api)]), "create account")
+                values["AccountId"] = account[0].id
+            result = self._check(self.sf.upsert(self.mapping.opportunity.sobject, [values],
+                                                external_id=self.mapping.own_fields.referral_id),
+                                 f"create opportunity for referral {referral.id}")[0]
+            opportunity_id, created = str(result.id), result.created is True
+        else:
+            opportunity_id, created = made, False
+            report.message = (f"finished creating opportunity {made} for referral {referral.id} "
+                              "(an earlier attempt stopped midway)")
         report.opportunity_id = opportunity_id
         self._add_contacts(api, opportunity_id)
         rows = self.mapping.solution_rows(api, opportunity_id)
-        if rows and result.created is not True:
+        if rows and not created:
             # A retry of a create that got this far: send only the rows still missing. Upserting the others
             # would update them, and a row's parent field (master-detail) is create-only in Salesforce.
-            made = self._read_opportunity(opportunity_id)
-            rows = self.mapping.solution_changes(api, made)[0] if made is not None else rows
+            existing = self._read_opportunity(opportunity_id)
+            rows = self.mapping.solution_changes(api, existing)[0] if existing is not None else rows
         if rows and self.mapping.solution_rules.key_field:
             self._check(self.sf.upsert(self.mapping.solution_rows_mapping.sobject, rows,
                                        external_id=self.mapping.solution_rules.key_field), "add solutions")
@@ -440,17 +461,32 @@ class SyncEngine:
         candidate = referral.external_reference_id
         return candidate if is_opportunity_id(candidate) else None
 
+    def _made_from(self, referral_id: str) -> str | None:
+        """The opportunity whose Referral Identifier names this referral, if an earlier attempt made one."""
+        escaped = referral_id.replace("\\", "\\\\").replace("'", "\\'")
+        found = self.sf.query(f"SELECT Id FROM {self.mapping.opportunity.sobject} "
+                              f"WHERE {self.mapping.own_fields.referral_id} = '{escaped}' LIMIT 1")
+        return next((str(record["Id"]) for record in found), None)
+
     def _link(self, referral_id: str, opportunity_id: str, engagement_id: str | None) -> Link:
         link = Link(referral_id=referral_id, opportunity_id=opportunity_id, engagement_id=engagement_id)
         try:
             return self.store.links.create(link)
         except AlreadyExists:
-            existing = self.store.links.get_by_referral(referral_id)
-            if existing is None or existing.opportunity_id != opportunity_id:
+            by_referral = self.store.links.get_by_referral(referral_id)
+            if by_referral is not None and by_referral.opportunity_id == opportunity_id:
+                return by_referral  # a racing run linked the same pair
+            if by_referral is not None:
                 raise ConnectorError(
-                    f"referral {referral_id} and opportunity {opportunity_id} are each linked elsewhere; "
-                    "unlink one by hand before syncing them") from None
-            return existing
+                    f"referral {referral_id} is already linked to opportunity {by_referral.opportunity_id}, not to "
+                    f"opportunity {opportunity_id}; unlink one by hand before syncing them") from None
+            by_opportunity = self.store.links.get_by_opportunity(opportunity_id)
+            if by_opportunity is not None:
+                raise ConnectorError(
+                    f"opportunity {opportunity_id} is already linked to referral {by_opportunity.referral_id}, not "
+                    f"to referral {referral_id}; unlink one by hand before syncing them") from None
+            raise Conflict(f"the link of referral {referral_id} and opportunity {opportunity_id} was written "
+                           "and removed by other runs meanwhile; trying again later") from None
 
     def _read_opportunity(self, opportunity_id: str) -> dict[str, Any] | None:
         return next(iter(self.sf.query(self.mapping.opportunity_query([opportunity_id]))), None)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.mapping import Mapping
+from shared.mapping.stages import Phase
 from shared.sync.audit import add_line
 from shared.sync.merge import FieldConflict, merge
 
@@ -128,7 +129,8 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
         plan.on_hold = True
         plan.merged = dict(base or {})
         return plan
-    pc_values, sf_values = mapping.pc_values(referral), mapping.sf_values(opportunity)
+    pc_values = mapping.pc_values(referral)
+    sf_values = stage_as_partner_center_reads_it(mapping, referral, pc_values, mapping.sf_values(opportunity))
     base = effective_base(base, pending or {}, pc_values, sf_values)
     result = merge(list(mapping.fields), base, pc_values, sf_values,
                    pc_modified=_parse_time(referral.get("updatedDateTime")),
@@ -169,6 +171,24 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
         if text is not None:
             plan.sf_update[own.audit] = text
     return plan
+
+
+def stage_as_partner_center_reads_it(mapping: Mapping, referral: MappingABC[str, Any], pc_values: dict[str, Any],
+                                     sf_values: dict[str, Any]) -> dict[str, Any]:
+    """The opportunity's values, with a not-yet-accepted stage read as accepted on the partner's own
+    accepted referral.
+
+    Why: Partner Center may return a referral created from Salesforce already Active/Accepted (the
+    reference's create example does). An outgoing referral is the partner's own: "accepted" there does not
+    mean the seller moved the deal on, and an open stage asks nothing of it. Read literally, the merge would
+    either move the seller's "Prospecting" to "Qualification" or try to undo the acceptance and raise a
+    false alarm. Stage moves to won or lost still go to Partner Center as usual.
+    """
+    key = mapping.stage.key
+    if (referral.get("direction") == "Outgoing" and pc_values.get(key) == Phase.ACCEPTED.value
+            and sf_values.get(key) == Phase.OPEN.value):
+        return {**sf_values, key: pc_values[key]}
+    return sf_values
 
 
 def _keep_required(mapping: Mapping, merged: dict[str, Any], to_pc: set[str], to_sf: set[str],
