@@ -105,7 +105,7 @@ param salesforceClientId string = ''
 
 param salesforceApiVersion string = '64.0'
 
-@description('The org whose Outbound Messages are accepted (00D...). Set when the org pushes changes (salesforce/README.md); the poll then defaults to every 15 minutes.')
+@description('The org whose Outbound Messages are accepted (00D...). Set when the org pushes changes (salesforce/README.md); the poll then defaults to every 15 minutes. `python -m shared doctor` shows it.')
 param salesforceOrgId string = ''
 
 // ---------------------------------------------------------------------------------------------------

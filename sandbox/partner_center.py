@@ -6,9 +6,10 @@ Why so strict: the connector's tests are only as good as the simulator's refusal
 - Entra (`/{tenant}/...`): the discovery documents MSAL reads with `instance_discovery=False`
   (`/{tenant}/v2.0/.well-known/openid-configuration`), and `/{tenant}/oauth2/v2.0/token` with the
   `refresh_token` grant (App+User tokens; every redemption rotates the refresh token, the old one stays
-  valid until revoked, as in Entra) and the `client_credentials` grant (app-only tokens). Tokens are
-  opaque. Every token carries an MFA flag inherited from its refresh token: the referrals API refuses an
-  App+User token without MFA with 401 and error `900421`.
+  valid until revoked, as in Entra) and the `client_credentials` grant (app-only tokens). Refresh
+  tokens are opaque; access tokens are JWT-shaped, as Entra's, with an `amr` claim (`["pwd", "mfa"]` or
+  `["pwd"]`) inherited from the refresh token's sign-in, and a signature nobody verifies: the referrals API
+  refuses an App+User token without MFA with 401 and error `900421`.
 - Referrals (`/v1.0/engagements/referrals`): App+User tokens only; OData `$filter` (eq/ne/ge/gt/le/lt on
   status, substatus, updatedDateTime, createdDateTime, engagementId, direction, joined by `and`),
   `$orderby` (createdDateTime/updatedDateTime asc/desc), `$top`, `$skiptoken` paging with
@@ -111,7 +112,8 @@ ALLOWED_SUBSTATUS = {
     "Closed": {"Won", "Lost", "Declined", "Expired"},
 }
 ALLOWED_TRANSITIONS = {"New": {"New", "Active", "Closed"}, "Active": {"Active", "Closed"}, "Closed": {"Closed"}}
-"""As the reference lists them (Closed -> Closed included; `refuse_closed_edits` is the stricter switch)."""
+"""As the reference lists them ("Update a referral", status and substatus transition states: Closed -> Closed
+included, with one of its substatuses; `refuse_closed_edits` is the stricter switch)."""
 READ_ONLY_PATHS = ("/id", "/eTag", "/createdDateTime", "/updatedDateTime", "/expirationDateTime",
                    "/engagementId", "/direction")
 FILTER_FIELDS = {"status": "str", "substatus": "str", "updatedDateTime": "time", "createdDateTime": "time",
@@ -311,7 +313,21 @@ class PartnerCenterSim:
                 self.refresh_tokens.pop(token, None)
 
     def _issue_access(self, kind: str, audience: str, mfa: bool) -> str:
-        token = "at-" + self.secret_marker + secrets.token_urlsafe(24)
+        """A JWT-shaped access token, as Entra issues: the claims a client may read (`amr` says whether the
+        sign-in used MFA; app-only tokens have none), and a made-up signature (the simulator looks tokens up)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {"aud": audience, "iss": f"https://sts.windows.net/{self.tenant_id}/",
+                                  "tid": self.tenant_id, "appid": self.client_id, "iat": now, "nbf": now,
+                                  "exp": now + self.token_lifetime, "ver": "1.0"}
+        if kind == "app+user":
+            claims.update(amr=["pwd", "mfa"] if mfa else ["pwd"], scp="user_impersonation",
+                          upn="referrals.admin@partner.sandbox")
+
+        def segment(value: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode("ascii")
+
+        token = ".".join((segment({"typ": "JWT", "alg": "RS256"}), segment(claims),
+                          self.secret_marker + secrets.token_urlsafe(32)))
         with self._lock:
             self.access_tokens[token] = _Token(kind, audience, mfa, time.time() + self.token_lifetime)
         return token

@@ -13,6 +13,7 @@ Routes that play a person or break things live under `/_sandbox/` (never counted
 | `GET /_sandbox/state` | API usage, record counts, pending late commits and lock faults |
 | `POST /_sandbox/limits` `{"limit": 1000, "used": 990, "concurrent_refusals": 2}` | set the daily API limit and/or usage (then 403 `REQUEST_LIMIT_EXCEEDED`); refuse the next calls as if 25 long requests ran |
 | `POST /_sandbox/sessions/expire` `{"username": optional}` | end sessions: the next call is 401 `INVALID_SESSION_ID` |
+| `POST /_sandbox/permission-sets` `{"username": optional, "permission_set": "Name" or null}` | assign the metadata's permission set to a user (default: the integration user), or take it away (null: the user keeps minimum access, no custom fields), as `PermissionSetAssignment` shows |
 | `POST /_sandbox/lock-rows` `{"count": 2}` | the next 2 record writes fail with `UNABLE_TO_LOCK_ROW` |
 | `POST /_sandbox/late-commits` `{"count": 1, "delay": 5}` | the next record write keeps its timestamp but becomes visible only 5 s later |
 | `POST /_sandbox/seller/sobjects/{type}` | create a record as the seller |
@@ -297,6 +298,20 @@ class SalesforceSim:
             delay = float(count(data, "delay", 5.0))
             org.late_commits.extend([delay] * int(count(data, "count", 1)))
             return Response(200, {"late_commits": len(org.late_commits)})
+
+        @router.route("POST", "/_sandbox/permission-sets")
+        @guarded
+        def permission_sets(request: Request) -> Response:
+            data = body(request)
+            who = str(data.get("username") or "integration")
+            if who not in ("integration", "seller") and who not in org.users:
+                raise HttpError(404, {"error": f"no user {who}"})
+            user = self._user(who)
+            name = data.get("permission_set")
+            if name is not None and (not isinstance(name, str) or name not in org.schema.permission_sets):
+                raise HttpError(400, {"error": f"permission_set must be null or one of {sorted(org.schema.permission_sets)}"})
+            org.assign_permission_set(user, name)
+            return Response(200, {"username": user.username, "permission_set": user.permission_set})
 
         @router.route("POST", "/_sandbox/seller/sobjects/{sobject}")
         @guarded

@@ -251,6 +251,14 @@ class PermissionSet:
     user_permissions: frozenset[str]
 
 
+SETUP_OBJECTS = frozenset({"PermissionSet", "PermissionSetAssignment"})
+SETUP_READERS = frozenset({"ViewSetup", "AssignPermissionSets", "ManageUsers"})
+"""Since Summer '20 only users with one of these permissions may read permission set assignments (Salesforce's
+object reference, PermissionSetAssignment, "Special Access Rules"); to anyone else the objects do not exist."""
+MINIMUM_ACCESS = PermissionSet(name="", label="Minimum Access", fields={}, objects={}, user_permissions=frozenset())
+"""What an integration user holds without the connector's permission set: no custom object or custom field."""
+
+
 class Schema:
     """Every object of the org, by name (case-insensitive) and by Id key prefix."""
 
@@ -273,7 +281,8 @@ class Access:
     """What one user may see and change: everything, or what a permission set grants.
 
     Rules (a simplification of profiles + permission sets, enough to catch a permission set that forgets
-    a field the connector writes): custom objects need object permissions in the set; standard objects the
+    a field the connector writes): permission sets and their assignments need View Setup and Configuration
+    (or Assign Permission Sets, Manage Users); custom objects need object permissions in the set; standard objects the
     set names follow it, others are fully accessible (the profile grants them), User is read-only for all;
     custom fields need field permissions unless required or master-detail; standard fields the set names
     follow it, others are accessible.
@@ -283,7 +292,14 @@ class Access:
         self.schema = schema
         self.permission_set = permission_set
 
+    @property
+    def views_setup(self) -> bool:
+        """View Setup and Configuration (or a permission that implies reading setup): an admin, or a set granting it."""
+        return self.permission_set is None or bool(self.permission_set.user_permissions & SETUP_READERS)
+
     def object(self, obj: ObjectDef) -> ObjectAccess:
+        if obj.name in SETUP_OBJECTS and not self.views_setup:
+            return NO_ACCESS
         if not obj.createable:
             return READ_ONLY
         if self.permission_set is None:
@@ -341,7 +357,7 @@ class Access:
 
 
 __all__ = [
-    "DEFAULT_CURRENCIES", "DEFAULT_STAGES", "FULL_ACCESS", "NO_ACCESS", "NUMBER_TYPES", "READ_ONLY", "TEXT_TYPES",
+    "DEFAULT_CURRENCIES", "DEFAULT_STAGES", "FULL_ACCESS", "MINIMUM_ACCESS", "NO_ACCESS", "NUMBER_TYPES", "READ_ONLY", "TEXT_TYPES",
     "Access", "ChildRelationship", "FieldDef", "FieldType", "ObjectAccess", "ObjectDef", "PermissionSet", "Schema",
     "SchemaError", "Stage",
 ]

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.sf_model import Access, FieldDef, FieldType, ObjectDef, Schema
+from sandbox.sf_model import MINIMUM_ACCESS, Access, FieldDef, FieldType, ObjectDef, Schema
 from sandbox.sf_values import (
     FieldValueError,
     ValueParseError,
@@ -84,6 +84,9 @@ class SimUser:
     password: str
     security_token: str
     permission_set: str | None = None
+    restricted: bool = False
+    """Without a permission set: True is an integration profile with minimum access (no custom object or
+    field), False an admin who sees everything."""
 
     @property
     def name(self) -> str:
@@ -164,11 +167,50 @@ class Org:
         self._records[user.id] = record
         self._by_object["User"].append(user.id)
         self.users[username] = user
+        if permission_set is not None:
+            self.assign_permission_set(user, permission_set)
         return user
 
     def access(self, user: SimUser) -> Access:
-        ps = self.schema.permission_sets.get(user.permission_set) if user.permission_set else None
-        return Access(self.schema, ps)
+        if user.permission_set:
+            return Access(self.schema, self.schema.permission_sets.get(user.permission_set))
+        return Access(self.schema, MINIMUM_ACCESS if user.restricted else None)
+
+    def _system_record(self, object_name: str, **values: Any) -> str:
+        """A setup record (permission sets and their assignments), stamped and visible to SOQL at once."""
+        obj = self.schema.objects[object_name]
+        record = self._blank(obj)
+        stamp = self._stamp(None)
+        record_id = self.new_id(object_name)
+        record.update(Id=record_id, IsDeleted=False, CreatedDate=stamp, LastModifiedDate=stamp, SystemModstamp=stamp,
+                      **values)
+        self._records[record_id] = record
+        self._by_object[object_name].append(record_id)
+        return record_id
+
+    def _permission_set_id(self, name: str) -> str:
+        found = next((r["Id"] for r in self.rows("PermissionSet", include_deleted=False) if r["Name"] == name), None)
+        if found is not None:
+            return found
+        label = self.schema.permission_sets[name].label
+        return self._system_record("PermissionSet", Name=name, Label=label, IsOwnedByProfile=False)
+
+    def assign_permission_set(self, user: SimUser, name: str | None) -> None:
+        """Give `user` the metadata's permission set `name`, or take it away (None): the assignment record that
+        SOQL on PermissionSetAssignment shows and the access that follows from it change together. A user who
+        loses the set keeps the integration profile's minimum access, not an admin's."""
+        if name is not None and name not in self.schema.permission_sets:
+            raise ValueError(f"no permission set {name!r} in the metadata")
+        for record in list(self.rows("PermissionSetAssignment", include_deleted=False)):
+            if record["AssigneeId"] == user.id:
+                self._records.pop(record["Id"], None)
+                self._by_object["PermissionSetAssignment"].remove(record["Id"])
+        if name is None:
+            user.permission_set, user.restricted = None, True
+            return
+        user.permission_set = name
+        self._system_record("PermissionSetAssignment", AssigneeId=user.id, PermissionSetId=self._permission_set_id(name),
+                            CreatedById=user.id, LastModifiedById=user.id)
 
     # -- ids and time
 

@@ -216,7 +216,10 @@ class RestApi:
             return Response(200, {name: f"{call.base}/{name}" for name in names})
 
         @route("GET", "/limits")
-        def limits(_: Request, __: Call) -> Response:
+        def limits(_: Request, call: Call) -> Response:
+            # Salesforce: "available ... for API users with the View Setup and Configuration permission"
+            if not call.access.views_setup:
+                return _errors(403, "INSUFFICIENT_ACCESS", "You don't have permission to view the org's limits.")
             api = self.org.api
             return Response(200, {"DailyApiRequests": {"Max": api.limit, "Remaining": max(0, api.limit - api.used)}})
 

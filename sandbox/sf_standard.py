@@ -1,7 +1,7 @@
 """The standard objects of the simulated org, with the standard fields the connector may read or write.
 
 Why only these: the simulator models what the connector touches (Opportunity, Account, Contact, their
-contact roles, team members, notes, users), each with the types, lengths, required fields and derived
+contact roles, team members, notes, users, and the permission sets and assignments `doctor` reads), each with the types, lengths, required fields and derived
 fields Salesforce gives them, so the connector meets the same refusals it would meet in a real org.
 """
 
@@ -178,7 +178,20 @@ def standard_objects(*, stages: Sequence[Stage], multi_currency: bool, currencie
         _f("Body", FieldType.TEXTAREA, length=32000, long_text=True),
         _f("IsPrivate", FieldType.BOOLEAN, label="Private", nillable=False, defaulted_on_create=True, default=False),
     ])
-    return [user, account, contact, opportunity, contact_role, team_member, note]
+    permission_set = _object("PermissionSet", "0PS", [
+        *system_fields(owner=False),
+        _f("Name", FieldType.STRING, length=80, nillable=False, name_field=True),
+        _f("Label", FieldType.STRING, length=80, nillable=False),
+        _f("IsOwnedByProfile", FieldType.BOOLEAN, label="Is Owned By Profile", nillable=False,
+           defaulted_on_create=True, default=False),
+    ], createable=False, label="Permission Set")
+    assignment = _object("PermissionSetAssignment", "0Pa", [
+        *system_fields(owner=False),
+        _ref("AssigneeId", "User", "Assignee", label="Assignee ID", nillable=False, updateable=False),
+        _ref("PermissionSetId", "PermissionSet", "PermissionSet", label="Permission Set ID", nillable=False,
+             updateable=False),
+    ], createable=False, label="Permission Set Assignment")
+    return [user, account, contact, opportunity, contact_role, team_member, note, permission_set, assignment]
 
 
 def add_standard_children(objects: dict[str, ObjectDef]) -> None:

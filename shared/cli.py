@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-COMMAND_MODULES: tuple[str, ...] = ("register_webhook", "webhook_status", "validate_mapping", "status", "sync",
+COMMAND_MODULES: tuple[str, ...] = ("doctor", "register_webhook", "webhook_status", "validate_mapping", "status", "sync",
                                      "replay", "backfill")
 """Modules of shared/commands/ to offer, in the order `--help` lists them."""
 

@@ -413,7 +413,7 @@ def test_generic_faults_answer_5xx(sf_sim: SalesforceSim, sf_client: Salesforce)
     raw = requests.get(f"{sf_sim.url}/services/data/v64.0/limits",
                        headers={"Authorization": f"Bearer {sf_client.session_id}"}, timeout=10)
     assert raw.status_code == 503
-    assert sf_client.restful("limits")["DailyApiRequests"]["Max"] == 100_000
+    assert sf_login(sf_sim, user="seller").restful("limits")["DailyApiRequests"]["Max"] == 100_000
 
 
 def test_unknown_api_version_and_objects(sf_sim: SalesforceSim, sf_client: Salesforce) -> None:

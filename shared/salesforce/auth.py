@@ -53,6 +53,8 @@ class Token(BaseModel):
 
     access_token: str
     instance_url: str
+    id: str | None = None
+    """The identity URL (`https://.../id/{orgId}/{userId}`): who logged in, in which org."""
 
     def __repr__(self) -> str:
         return f"Token(instance_url={self.instance_url!r})"  # never the token itself

@@ -156,6 +156,10 @@ class SalesforceClient:
                             what=f"get {sobject}")
         return without_attributes(record or {})
 
+    def limits(self) -> dict[str, Any]:
+        """The org's limits (`GET limits`): `DailyApiRequests` holds `Max` and `Remaining`."""
+        return dict(self._call(lambda sf: sf.restful("limits"), what="limits") or {})
+
     def describe(self, sobject: str) -> SObjectDescribe:
         """An object's describe, read once per process (the org's schema changes only with a deployment)."""
         cached = self._describes.get(sobject)
