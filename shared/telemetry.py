@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 
 from shared.errors import ConnectorError
@@ -30,12 +33,14 @@ from shared.errors import ConnectorError
 log = logging.getLogger(__name__)
 
 EVENT = "cosell_event"
-"""The dimension that names the record's kind: `sync`, `api_budget` or `dead_letter`."""
+"""The dimension that names the record's kind: `sync`, `api_budget`, `dead_letter`, `run` or `token`."""
 
 SYNC_DIMENSIONS = ("cosell_event", "outcome", "direction", "referral_id", "opportunity_id", "duration_ms",
                    "request_ids", "changed_fields", "changed_count", "error_type", "error")
 API_BUDGET_DIMENSIONS = ("cosell_event", "api", "used", "limit", "used_share")
 DEAD_LETTER_DIMENSIONS = ("cosell_event", "kind", "key", "attempts", "reason")
+RUN_DIMENSIONS = ("cosell_event", "job", "outcome", "duration_ms", "error_type")
+TOKEN_DIMENSIONS = ("cosell_event", "state", "days_left")
 
 FAILED_OUTCOMES = frozenset({"failed"})
 """Outcomes logged as warnings (and counted as failures by the README's queries)."""
@@ -147,14 +152,67 @@ def log_dead_letter(kind: str, key: str, *, attempts: int, reason: str) -> None:
     }, ("kind", "key", "attempts", "reason"))
 
 
+@dataclass
+class Run:
+    """One run of a scheduled job, as `logged_run` records it; the job sets `outcome` when it did not succeed
+    without raising (e.g. "paused" when the API budget held it back)."""
+
+    job: str
+    outcome: str = "succeeded"
+
+
+@contextmanager
+def logged_run(job: str) -> Iterator[Run]:
+    """Record one run of a timer job (`run` event: job, outcome, duration), failed when it raises.
+
+    Why: "no successful poll or reconcile for three schedules" is the alert that notices a connector that
+    stopped syncing without any error to show (infra/alerts/stale-runs.kql): it needs every run, good or not.
+    """
+    run, started = Run(job), time.monotonic()
+    try:
+        yield run
+    except BaseException as exc:
+        run.outcome = "failed"
+        _log_run(run, started, exc)
+        raise
+    _log_run(run, started, None)
+
+
+def _log_run(run: Run, started: float, error: BaseException | None) -> None:
+    _emit(logging.WARNING if run.outcome == "failed" else logging.INFO, "run", {
+        "job": scrub(run.job, 60),
+        "outcome": scrub(run.outcome, 40),
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        "error_type": type(error).__name__ if error is not None else None,
+    }, ("job", "outcome", "duration_ms", "error_type"))
+
+
+def log_token(state: str, *, days_left: float | None = None) -> None:
+    """Record the Partner Center refresh token's health: `refreshed` with the days left before it expires, or
+    `refused` (revoked, expired, MFA missing). Never the token.
+
+    Why: a refused or expiring token stops every sync until someone re-consents with MFA; the alert
+    (infra/alerts/token.kql) gives two weeks' notice.
+    """
+    _emit(logging.WARNING if state == "refused" else logging.INFO, "token", {
+        "state": scrub(state, 40),
+        "days_left": round(float(days_left), 1) if days_left is not None else None,
+    }, ("state", "days_left"))
+
+
 __all__ = [
     "API_BUDGET_DIMENSIONS",
     "DEAD_LETTER_DIMENSIONS",
     "EVENT",
     "FAILED_OUTCOMES",
+    "RUN_DIMENSIONS",
     "SYNC_DIMENSIONS",
+    "TOKEN_DIMENSIONS",
+    "Run",
     "log_api_budget",
     "log_dead_letter",
     "log_sync",
+    "log_token",
+    "logged_run",
     "scrub",
 ]

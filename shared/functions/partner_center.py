@@ -93,6 +93,7 @@ def partner_center_relay(msg: func.QueueMessage) -> None:
     from shared.partner_center.receiver import RelayFailed, forward, max_dequeue_count, relay_session
     from shared.partner_center.registration import masked
     from shared.runtime import services
+    from shared.telemetry import log_dead_letter
 
     message = msg.get_json()
     try:
@@ -103,7 +104,7 @@ def partner_center_relay(msg: func.QueueMessage) -> None:
             services().store.dead_letters.put(DeadLetter(
                 kind="webhook-forward", key=msg.id, reason=str(exc), attempts=attempts,
                 payload={**message, "url_shown": masked(message.get("url"))}))
-            log.error("relay gave up after %d tries: %s", attempts, exc)
+            log_dead_letter("webhook-forward", msg.id, attempts=attempts, reason=str(exc))
         raise
 
 

@@ -26,10 +26,14 @@ def salesforce_poll(timer: func.TimerRequest) -> None:
     """Hand on opportunities changed since the last poll (opted in or linked, and their solutions rows)."""
     from shared.runtime import services
     from shared.salesforce.polling import poll_changes
+    from shared.telemetry import logged_run
 
-    result = poll_changes(services())
-    if result is not None:
-        log.info("Salesforce poll: %d opportunity change(s) handed on (%s)", result.total, result.handed_on)
+    with logged_run("salesforce_poll") as run:
+        result = poll_changes(services())
+        if result is None:
+            run.outcome = "paused"
+        else:
+            log.info("Salesforce poll: %d opportunity change(s) handed on (%s)", result.total, result.handed_on)
 
 
 @bp.function_name("salesforce_changes")

@@ -31,7 +31,9 @@ def partner_center_reconcile(timer: func.TimerRequest) -> None:
     opportunities and unfinished create intents."""
     from shared.runtime import services
     from shared.sync.reconcile import reconcile
+    from shared.telemetry import logged_run
 
-    result = reconcile(services())
+    with logged_run("partner_center_reconcile"):
+        result = reconcile(services())
     log.info("reconcile: %d referral(s) listed, %d queued; %d opportunity(ies) and %d intent(s) queued",
              result.referrals_listed, result.referrals_queued, result.opportunities_queued, result.intents_queued)

@@ -35,6 +35,7 @@ from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from shared.errors import AuthExpired, ConfigError, Conflict, ConnectorError, MfaRequired, Unavailable
 from shared.models.records import StatusDoc
 from shared.partner_center.transport import MFA_ERROR_CODE, MFA_MESSAGE
+from shared.telemetry import log_token
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -282,11 +283,16 @@ class RefreshTokenCredential:
                 last_error=None,
                 mfa_required=False,
             )
+            ages.append(age_days)
 
+        ages: list[float] = []
         self._update_status(change)
+        # The age is known only from the status document (when the token was obtained): without one, no days.
+        log_token("refreshed", days_left=REFRESH_TOKEN_LIFETIME_DAYS - ages[-1] if ages else None)
 
     def _record_failure(self, message: str) -> None:
         now = _now()
+        log_token("refused")
 
         def change(data: dict[str, Any]) -> None:
             data.update(last_error=message, last_error_at=now.isoformat(),

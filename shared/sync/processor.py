@@ -18,6 +18,7 @@ from shared.salesforce.push import note_missed, push_missed
 from shared.store.queues import OPPORTUNITY_QUEUE, REFERRAL_QUEUE
 from shared.sync.engine import PC_TO_SF, SF_TO_PC, SyncReport, timed
 from shared.sync.failures import GiveUp, decide
+from shared.telemetry import log_dead_letter
 
 if TYPE_CHECKING:
     from shared.models.referral import UnreadableReferral
@@ -129,6 +130,7 @@ def keep_dead_letter(store: Store, kind: str, record_id: str, message: dict[str,
                         first_failed_at=existing.first_failed_at if existing else utcnow())
     letter.etag = existing.etag if existing else None
     store.dead_letters.put(letter)
+    log_dead_letter(kind, key, attempts=attempts, reason=reason)  # what the dead-letter alert counts
     store.synclog.append(SyncLogEntry(
         direction=KINDS[kind][2], outcome=SyncOutcome.FAILED, message=reason,
         referral_id=record_id if kind == "referral" else None,

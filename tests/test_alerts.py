@@ -1,0 +1,188 @@
+"""The Azure Monitor alerts (infra/alerts/*.kql, deployed by infra/modules/monitoring.bicep) fire on the
+telemetry the real code writes, and stay quiet when all is well.
+
+Each test captures the log records a real code path writes, turns them into Application Insights rows
+(`traces`: extra fields as string customDimensions) and runs the very query text Bicep deploys over them
+(tests/fixtures/kql.py). Renaming an event or a dimension in shared/telemetry.py fails here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import azure.functions.timer as func_timer
+import pytest
+from pycep import BicepParser
+
+from shared.models.records import StatusDoc
+from shared.partner_center import RefreshTokenCredential
+from shared.partner_center.token import REFRESH_TOKEN_SECRET, TOKEN_STATUS
+from shared.store import Store
+from shared.sync.processor import keep_dead_letter
+from shared.telemetry import logged_run
+from tests.fixtures.kql import Query, Row, trace_of
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTS = ROOT / "infra" / "alerts"
+NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def app_functions() -> dict[str, Any]:
+    """The real app's functions by name (a fresh FunctionApp: the library lets get_functions() run once)."""
+    import azure.functions as func
+
+    from shared.functions import health, partner_center, salesforce, status, sync
+
+    app = func.FunctionApp()
+    for blueprint in (health.bp, partner_center.bp, salesforce.bp, status.bp, sync.bp):
+        app.register_functions(blueprint)
+    return {f.get_function_name(): f for f in app.get_functions()}
+
+
+def query(name: str) -> Query:
+    return Query((ALERTS / f"{name}.kql").read_text(encoding="utf-8"))
+
+
+def traces(caplog: pytest.LogCaptureFixture) -> list[Row]:
+    return [trace_of(record) for record in caplog.records]
+
+
+@pytest.fixture
+def telemetry(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="shared.telemetry")
+    return caplog
+
+
+def test_bicep_deploys_one_rule_per_query_file_with_the_thresholds_asked_for() -> None:
+    monitoring = BicepParser().parse(file_path=ROOT / "infra" / "modules" / "monitoring.bicep")
+    alerts = {a["name"]: a for a in monitoring["variables"]["alerts"]["value"]}
+    loaded = {a["query"]["function"]["parameters"]["file_path"] for a in alerts.values()}
+    assert loaded == {f"../alerts/{p.name}" for p in ALERTS.glob("*.kql")}
+    assert set(alerts) == {"dead-letters", "token", "stale-runs", "receiver-5xx"}
+    rule = monitoring["resources"]["alertRules"]
+    assert rule["type"] == "Microsoft.Insights/scheduledQueryRules"
+    criterion = rule["config"]["config"]["properties"]["criteria"]["allOf"][0]
+    # A rule fires as soon as its query returns one row.
+    assert (criterion["timeAggregation"], criterion["operator"], criterion["threshold"]) == ("Count", "GreaterThan", 0)
+    main = BicepParser().parse(file_path=ROOT / "infra" / "main.bicep")
+    assert main["modules"]["monitoring"]["config"]["params"]["alertEmail"] == "alertEmail"
+
+
+def test_a_dead_letter_fires_the_dead_letter_alert(telemetry: pytest.LogCaptureFixture, pc_store: Store) -> None:
+    assert query("dead-letters").run({"traces": []}, now=NOW) == []
+    keep_dead_letter(pc_store, "referral", "ref-1", {"referral_id": "ref-1"}, "Partner Center refused: 400", attempts=5)
+
+    rows = query("dead-letters").run({"traces": traces(telemetry)}, now=NOW)
+
+    assert [(r["kind"], r["key"]) for r in rows] == [("referral", "referral-ref-1")]
+
+
+class _Authority:
+    """An MSAL stand-in that redeems the refresh token without rotating it (so the token ages)."""
+
+    def acquire_token_by_refresh_token(self, refresh_token: str, scopes: list[str]) -> dict[str, object]:
+        return {"access_token": "at", "expires_in": 3600}
+
+
+def _token_after(store: Store, days_old: float) -> None:
+    obtained = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days_old)
+    store.status.put(StatusDoc(name=TOKEN_STATUS, data={"refresh_token_obtained_at": obtained.isoformat()}))
+    store.secrets.put(REFRESH_TOKEN_SECRET, "rt-stored")
+    RefreshTokenCredential(lambda: _Authority(), secrets=store.secrets, status=store.status,
+                           seed_refresh_token=None).token()
+
+
+@pytest.mark.parametrize(("days_old", "fires"), [(10, False), (75, False), (77, True), (89, True)])
+def test_the_token_alert_fires_two_weeks_before_the_refresh_token_expires(
+        telemetry: pytest.LogCaptureFixture, pc_store: Store, days_old: float, fires: bool) -> None:
+    _token_after(pc_store, days_old)
+    rows = query("token").run({"traces": traces(telemetry)}, now=NOW)
+    assert bool(rows) is fires
+    assert all(0 < row["days_left"] <= 14 for row in rows)
+
+
+def test_a_refused_token_fires_the_token_alert(telemetry: pytest.LogCaptureFixture, pc_store: Store) -> None:
+    credential = RefreshTokenCredential(lambda: _Authority(), secrets=pc_store.secrets, status=pc_store.status,
+                                        seed_refresh_token="rt")
+    credential._record_failure("AADSTS700082: the refresh token has expired")  # what a refused redemption records
+
+    rows = query("token").run({"traces": traces(telemetry)}, now=NOW)
+
+    assert [row["state"] for row in rows] == ["refused"]
+
+
+def _runs(telemetry: pytest.LogCaptureFixture, outcomes: list[str], *, every: dt.timedelta,
+          last: dt.datetime) -> list[Row]:
+    """Runs of the poll through `logged_run`, as the timer makes them, stamped `every` apart up to `last`."""
+    for outcome in outcomes:
+        try:
+            with logged_run("salesforce_poll") as run:
+                if outcome == "failed":
+                    raise ConnectionError("Salesforce did not answer")
+                if outcome == "paused":
+                    run.outcome = outcome  # as the poll's timer says when the API budget held it back
+        except ConnectionError:
+            pass
+    rows = traces(telemetry)
+    for index, row in enumerate(rows):
+        row["timestamp"] = last - every * (len(rows) - 1 - index)
+    return rows
+
+
+@pytest.mark.parametrize(("outcomes", "minutes_since_last", "fires"), [
+    (["succeeded"] * 5, 1, False),                     # polling every minute, all well
+    (["succeeded"] * 5, 3, False),                     # the last success three schedules ago: not yet
+    (["succeeded"] * 5, 4, True),                      # the timer stopped: more than three schedules
+    (["succeeded"] * 3 + ["failed"] * 3, 0, False),    # failing for three schedules: not more
+    (["succeeded"] * 3 + ["failed"] * 4, 0, True),     # failing for four
+    (["succeeded"] * 2 + ["paused"] * 5, 0, True),     # held back by the API budget
+    (["failed"] * 3, 0, True),                         # never succeeded
+])
+def test_the_stale_run_alert_fires_after_three_schedules_without_success(
+        telemetry: pytest.LogCaptureFixture, outcomes: list[str], minutes_since_last: int, fires: bool) -> None:
+    rows = _runs(telemetry, outcomes, every=dt.timedelta(minutes=1),
+                 last=NOW - dt.timedelta(minutes=minutes_since_last))
+    found = query("stale-runs").run({"traces": rows}, now=NOW)
+    assert bool(found) is fires, found
+    assert all(row["job"] == "salesforce_poll" for row in found)
+
+
+def test_the_timers_record_their_runs_under_the_names_the_alert_groups_by(
+        telemetry: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.runtime
+    import shared.salesforce.polling
+    import shared.sync.reconcile
+
+    functions = {name: f.get_user_function() for name, f in app_functions().items()}
+
+    monkeypatch.setattr(shared.runtime, "services", lambda: object())
+    monkeypatch.setattr(shared.salesforce.polling, "poll_changes", lambda services: None)  # paused by the budget
+
+    def refused(services: Any) -> None:
+        raise ConnectionError("Partner Center did not answer")
+
+    monkeypatch.setattr(shared.sync.reconcile, "reconcile", refused)
+    timer = func_timer.TimerRequest(past_due=False)
+    functions["salesforce_poll"](timer)
+    with pytest.raises(ConnectionError):
+        functions["partner_center_reconcile"](timer)
+
+    runs = [r["customDimensions"] for r in traces(telemetry) if r["customDimensions"].get("cosell_event") == "run"]
+    assert [(r["job"], r["outcome"]) for r in runs] == [("salesforce_poll", "paused"),
+                                                       ("partner_center_reconcile", "failed")]
+    assert runs[1]["error_type"] == "ConnectionError"
+
+
+def test_the_receiver_alert_matches_the_receivers_function_name_and_only_its_5xx() -> None:
+    assert "partner_center_events" in app_functions()  # what the host writes as `requests.name`
+    requests = [{"name": "partner_center_events", "resultCode": "503", "operation_Id": "a"},
+                {"name": "partner_center_events", "resultCode": "202", "operation_Id": "b"},
+                {"name": "partner_center_events", "resultCode": "401", "operation_Id": "c"},
+                {"name": "status", "resultCode": "500", "operation_Id": "d"}]
+
+    rows = query("receiver-5xx").run({"requests": [{**r, "timestamp": NOW} for r in requests]}, now=NOW)
+
+    assert [row["operation_Id"] for row in rows] == ["a"]
