@@ -383,6 +383,7 @@ module functionApp 'modules/functionapp.bicep' = {
     name: appName
     location: location
     tags: tags
+    azdServiceName: 'connector'
     planType: planType
     premiumSku: premiumSku
     flexMaximumInstanceCount: flexMaximumInstanceCount

@@ -5,6 +5,9 @@ param name string
 param location string
 param tags object
 
+@description('azure.yaml\'s service name: `azd deploy` finds the app it publishes to by the tag azd-service-name (on the site only: one resource may carry it).')
+param azdServiceName string
+
 @allowed([
   'FlexConsumption'
   'Premium'
@@ -52,7 +55,9 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
-  tags: tags
+  tags: union(tags, {
+    'azd-service-name': azdServiceName
+  })
   kind: 'functionapp,linux'
   identity: {
     type: 'SystemAssigned'
