@@ -73,6 +73,8 @@ class BenchWorld:
             self.sf = SalesforceSim(ca, multi_currency=True, currencies=["USD", "EUR"]).start()
             self.env = {**self.pc.settings_env(), **self.sf.credentials.settings_env(),
                         "AzureWebJobsStorage": self.azurite.connection_string,
+                        # The queue triggers name COSELL_STORAGE, which the host does not default.
+                        "COSELL_STORAGE": self.azurite.connection_string,
                         "COSELL_MAPPING_FILE": str(ROOT / "mappings" / "salesforce.json")}
             for name in [n for n in os.environ if n.startswith(_CONNECTOR_PREFIXES)]:
                 del os.environ[name]
