@@ -13,6 +13,7 @@ harness) calls `run(n)` and puts the numbers in its table.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import subprocess
@@ -42,14 +43,70 @@ def referral(index: int) -> dict[str, Any]:
     }
 
 
-def _world(ca_dir: str, n: int) -> None:
+class _RequestProfiles:
+    """cProfile of every request the simulators serve, merged.
+
+    The simulators answer each connection in a thread of its own, and cProfile sees only the thread that
+    enabled it, so each request gets a profile of its own (from its body read to its answer sent; not the
+    wait for the next request on a kept-alive connection), merged at the end.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.profiles: list[Any] = []
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        """Profile the requests of every simulator server created after this call."""
+        from sandbox.httpsim import SimServer
+
+        make_handler = SimServer._handler_class
+        profiles = self
+
+        def handler_class(server: SimServer) -> Any:
+            base: Any = make_handler(server)
+
+            class Profiled(base):  # type: ignore[misc, valid-type]
+                def _profiled(self) -> None:
+                    profile = cProfile.Profile()
+                    profile.enable()
+                    try:
+                        base._serve(self)
+                    finally:
+                        profile.disable()
+                        with profiles._lock:
+                            profiles.profiles.append(profile)
+
+                do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _profiled
+
+            return Profiled
+
+        SimServer._handler_class = handler_class  # type: ignore[method-assign]
+
+    def dump(self, path: str) -> None:
+        import pstats
+
+        with self._lock:
+            profiles = list(self.profiles)
+        if profiles:
+            pstats.Stats(*profiles).dump_stats(path)
+
+
+def _world(ca_dir: str, n: int, profile_to: str | None = None) -> None:
     """The child process (`python -m bench.backfill --world CA_DIR N`): both simulators, `n` referrals in
     Partner Center; prints the connector's settings as one JSON line, then answers one line per question
-    read from stdin ("api": the org's API usage, "records": record counts) until "stop" or end of input."""
+    read from stdin ("api": the org's API usage, "cpu": its CPU seconds so far, "records": record counts)
+    until "stop" or end of input.
+    With `profile_to`, every request served is profiled (setting the referrals up is not) and the merged
+    profile is written there at the end."""
     from sandbox.ca import SandboxCA
     from sandbox.partner_center import PartnerCenterSim
     from sandbox.salesforce import SalesforceSim
 
+    profiles = _RequestProfiles() if profile_to else None
+    if profiles is not None:
+        profiles.install()
     ca = SandboxCA.load_or_create(ca_dir)
     pc = PartnerCenterSim(ca).start()
     sf = SalesforceSim(ca, multi_currency=True, currencies=["USD", "EUR"]).start()
@@ -60,6 +117,8 @@ def _world(ca_dir: str, n: int) -> None:
         for question in sys.stdin:
             if question.strip() == "api":
                 print(json.dumps(sf.org.api.used), flush=True)
+            elif question.strip() == "cpu":
+                print(json.dumps(time.process_time()), flush=True)
             elif question.strip() == "records":
                 print(json.dumps({name: sf.org.count(name) for name in SALESFORCE_OBJECTS}), flush=True)
             else:
@@ -67,14 +126,17 @@ def _world(ca_dir: str, n: int) -> None:
     finally:
         pc.stop()
         sf.stop()
+        if profiles is not None and profile_to:
+            profiles.dump(profile_to)
 
 
 class _World:
     """The simulators' process, seen from the benchmark."""
 
-    def __init__(self, ca_dir: Path, n: int) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "bench.backfill", "--world", str(ca_dir), str(n)],
-                                        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, ca_dir: Path, n: int, profile_to: Path | None = None) -> None:
+        profile = ["--profile-world", str(profile_to)] if profile_to else []
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.backfill", "--world", str(ca_dir), str(n),
+                                         *profile], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.env: dict[str, str] = self._answer()
 
     def _answer(self) -> Any:
@@ -100,6 +162,15 @@ class _World:
             self.process.wait()
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (0 where there is none: not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     saved = dict(os.environ)
@@ -111,16 +182,21 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run(n: int, *, batch_size: int | None = None, memory: bool = True) -> dict[str, Any]:
+def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, memory: bool = True,
+        profile: Path | None = None) -> dict[str, Any]:
     """Backfill `n` new referrals against fresh simulators and a fresh Azurite; return the measurements.
 
     Args:
         n: referrals to backfill.
         batch_size: the backfill's batch size (default: the command's).
+        page_size: `$top` of the referral listing (default: the command's).
         memory: trace allocations for the peak (tracemalloc slows this process down; False for speed alone).
+        profile: a folder: cProfile the connector's run (wall time, `connector.prof`) and every request the
+            simulators serve (their threads' CPU time, `simulators.prof`); read them with `pstats`.
 
     Returns:
-        `records`, `seconds`, `records_per_second` (lower with `memory`: tracemalloc slows Python down),
+        `records`, `seconds`, `records_per_second`, `cpu_ms_per_record` (CPU milliseconds a record of the
+        connector's process, the simulators' and Azurite's: steadier than wall time on a shared machine) (lower with `memory`: tracemalloc slows Python down),
         `pc_calls` (referrals API requests: list pages and patches), `sf_calls` and `sf_calls_per_record`
         (the org's API usage, as Salesforce counts it), `table_ops` and `table_ops_per_record` (storage
         requests, a transaction counting once), `peak_memory_mb` (tracemalloc peak of this process during
@@ -135,7 +211,7 @@ def run(n: int, *, batch_size: int | None = None, memory: bool = True) -> dict[s
     from shared.salesforce import SalesforceClient
     from shared.settings import load_settings
     from shared.store import QueueSender, Store
-    from shared.sync.backfill_runner import BATCH_SIZE, Backfill
+    from shared.sync.backfill_runner import BATCH_SIZE, PAGE_SIZE, Backfill
 
     counts = {"pc": 0, "table": 0}
 
@@ -147,7 +223,9 @@ def run(n: int, *, batch_size: int | None = None, memory: bool = True) -> dict[s
         counts["table"] += 1
 
     with tempfile.TemporaryDirectory() as tmp, Azurite() as azurite:
-        world = _World(Path(tmp) / "ca", n)
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+        world = _World(Path(tmp) / "ca", n, profile / "simulators.prof" if profile is not None else None)
         try:
             with _environment({**world.env, "REQUESTS_CA_BUNDLE": str(Path(tmp) / "ca" / "ca.pem"),
                                "AzureWebJobsStorage": azurite.connection_string}):
@@ -163,28 +241,38 @@ def run(n: int, *, batch_size: int | None = None, memory: bool = True) -> dict[s
                                                                                      session=session),
                                     mapping=Mapping.load(settings.mapping_path, describe=salesforce.org_schema),
                                     queues=QueueSender.from_connection_string(azurite.connection_string),
-                                    batch_size=batch_size or BATCH_SIZE)
+                                    batch_size=batch_size or BATCH_SIZE, page_size=page_size or PAGE_SIZE)
                 sf_before, table_before = world.ask("api"), counts["table"]
+                cpu_before = (time.process_time(), world.ask("cpu"), _cpu_seconds(azurite.pid))
                 if memory:
                     tracemalloc.start()
+                profiler = cProfile.Profile() if profile is not None else None
                 started = time.perf_counter()
+                if profiler is not None:
+                    profiler.enable()
                 report = backfill.run()
                 seconds = time.perf_counter() - started
+                if profiler is not None and profile is not None:
+                    profiler.disable()
+                    profiler.dump_stats(profile / "connector.prof")
                 peak = tracemalloc.get_traced_memory()[1] if memory else None
                 tracemalloc.stop()
+                cpu_after = (time.process_time(), world.ask("cpu"), _cpu_seconds(azurite.pid))
                 sf_calls = world.ask("api") - sf_before
                 created = world.ask("records")
         finally:
             world.stop()
     table_ops = counts["table"] - table_before
     return {
-        "records": n, "batch_size": batch_size or BATCH_SIZE, "seconds": round(seconds, 2),
+        "records": n, "batch_size": batch_size or BATCH_SIZE, "page_size": page_size or PAGE_SIZE, "seconds": round(seconds, 2),
         "records_per_second": round(n / seconds, 1),
         "pc_calls": counts["pc"], "sf_calls": sf_calls, "sf_calls_per_record": round(sf_calls / n, 5),
         "records_per_sf_call": round(n / sf_calls, 1) if sf_calls else None,
         "table_ops": table_ops, "table_ops_per_record": round(table_ops / n, 4),
         "peak_memory_mb": round(peak / 2**20, 1) if peak is not None else None, "traced": memory,
         "records_created": created, "report": dict(report.counts),
+        "cpu_ms_per_record": {name: round((after - before) * 1000 / n, 2) for name, before, after in
+                              zip(("connector", "simulators", "azurite"), cpu_before, cpu_after, strict=True)},
     }
 
 
@@ -192,13 +280,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.backfill", description="The backfill benchmark.")
     parser.add_argument("records", type=int, nargs="?", default=10_000, help="referrals to backfill")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--page-size", type=int, default=None, help="`$top` of the referral listing")
     parser.add_argument("--no-memory", action="store_true", help="no tracemalloc (speed alone)")
+    parser.add_argument("--profile", metavar="DIR", type=Path, default=None,
+                        help="write connector.prof and simulators.prof (cProfile) to DIR")
     parser.add_argument("--world", metavar="CA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-world", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.world:
-        _world(args.world, args.records)
+        _world(args.world, args.records, args.profile_world)
         return
-    print(json.dumps(run(args.records, batch_size=args.batch_size, memory=not args.no_memory), indent=2))
+    print(json.dumps(run(args.records, batch_size=args.batch_size, page_size=args.page_size,
+                         memory=not args.no_memory and args.profile is None, profile=args.profile), indent=2))
 
 
 if __name__ == "__main__":

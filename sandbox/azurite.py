@@ -90,6 +90,11 @@ class Azurite:
             time.sleep(0.1)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """Azurite's process id while it runs (the benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     def stop(self) -> None:
         if self._process and self._process.poll() is None:
             self._process.terminate()

@@ -519,10 +519,10 @@ class PartnerCenterSim:
                 raise _error(400, "InvalidSkipToken", "The $skiptoken is malformed.") from None
             if key != query_key:
                 raise _error(400, "InvalidSkipToken", "The $skiptoken belongs to another query.")
-        with self._lock:
-            matching = [copy.deepcopy(r) for r in self.referrals.values() if all(p(r) for p in predicates)]
-        matching.sort(key=lambda r: (r[order_field], r["id"]), reverse=descending)
-        page = matching[offset:offset + top]
+        with self._lock:  # filter and sort the stored referrals; copy only the page (a copy of all is O(n) a page)
+            matching = [r for r in self.referrals.values() if all(p(r) for p in predicates)]
+            matching.sort(key=lambda r: (r[order_field], r["id"]), reverse=descending)
+            page = [copy.deepcopy(r) for r in matching[offset:offset + top]]
         body: dict[str, Any] = {"value": page}
         if offset + top < len(matching):
             skiptoken = base64.urlsafe_b64encode(json.dumps({"o": offset + top, "q": query_key}).encode()).decode().rstrip("=")

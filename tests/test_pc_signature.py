@@ -178,3 +178,51 @@ def test_der_ending_in_a_whitespace_byte_still_loads(sandbox_ca: SandboxCA) -> N
     from shared.partner_center.signature import load_certificates
 
     assert load_certificates(der)[0].serial_number == serial
+
+
+def test_a_burst_on_a_cold_cache_fetches_the_certificate_once(pc_sim: PartnerCenterSim,
+                                                               sandbox_ca: SandboxCA) -> None:
+    """Fifty deliveries arriving together before any certificate is cached: one fetch, all verified."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = threading.Event()
+
+    class SlowSession(_CountingSession):
+        def get(self, url, **kwargs):  # type: ignore[no-untyped-def,override]
+            started.set()
+            answer = super().get(url, **kwargs)
+            threading.Event().wait(0.2)  # the fetch is still under way while the others arrive
+            return answer
+
+    verifier = WebhookVerifier(allowed_hosts=["127.0.0.1"], roots=trusted_roots(str(sandbox_ca.ca_pem_path)),
+                               session=SlowSession())
+    headers = signed_headers(pc_sim.signer, pc_sim.cert_url)
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        leaves = list(pool.map(lambda _: verifier.verify(BODY, headers), range(50)))
+    assert started.is_set() and len(leaves) == 50
+    assert verifier._session.fetches == 1  # type: ignore[attr-defined]
+
+
+def test_a_failed_fetch_is_shared_by_the_burst_and_the_next_delivery_tries_again(pc_sim: PartnerCenterSim,
+                                                                                 verifier: WebhookVerifier) -> None:
+    """Deliveries waiting for a fetch that fails are refused with its reason; nothing failed is cached."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = pc_sim.cert_url.replace(".cer", "-missing.cer")
+    headers = signed_headers(pc_sim.signer, url)
+
+    def attempt(_: int) -> str:
+        try:
+            verifier.verify(BODY, headers)
+        except SignatureRejected as exc:
+            return str(exc)
+        return "accepted"
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        reasons = set(pool.map(attempt, range(10)))
+    assert len(reasons) == 1 and next(iter(reasons)).endswith("certificate fetch answered 404")
+    fetches = verifier._session.fetches  # type: ignore[attr-defined]
+    assert attempt(0) in reasons
+    assert verifier._session.fetches == fetches + 1  # type: ignore[attr-defined]
+    assert not verifier._fetching

@@ -15,7 +15,8 @@ for it), `X-MS-Signature-Algorithm: rsa-sha256` and `X-MS-Certificate-Url`. A de
    that signed it),
 4. the RSA-SHA256 (PKCS#1 v1.5) signature over the exact raw body verifies with its public key.
 
-Certificates are cached by URL (a day), so a burst of events costs one fetch. Anything else raises
+Certificates are cached by URL (a day), and fetched once however many deliveries ask at the same time (the
+first of a burst fetches, the others wait for its answer), so a burst of events costs one fetch. Anything else raises
 `SignatureRejected` with a short reason that is safe to return to the caller.
 """
 
@@ -30,6 +31,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -133,6 +135,8 @@ class WebhookVerifier:
         self._session = session or TimeoutSession(FETCH_TIMEOUT)
         self._clock = clock
         self._cache: dict[str, tuple[float, list[x509.Certificate]]] = {}
+        self._fetching: dict[str, Future[list[x509.Certificate]]] = {}
+        """The fetches under way, by URL (only while they run: bounded by the deliveries in flight)."""
         self._lock = threading.Lock()
 
     @classmethod
@@ -195,8 +199,28 @@ class WebhookVerifier:
             raise SignatureRejected("certificate host is not on the allow-list")
         with self._lock:
             cached = self._cache.get(url)
-        if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
-            return cached[1]
+            if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+                return cached[1]
+            pending = self._fetching.get(url)
+            leader = pending is None
+            if pending is None:
+                pending = self._fetching[url] = Future()
+        if not leader:
+            return pending.result()  # the first caller's certificates, or its SignatureRejected
+        try:
+            certificates = self._load(url)
+        except BaseException as exc:
+            with self._lock:
+                del self._fetching[url]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            self._cache[url] = (time.monotonic(), certificates)
+            del self._fetching[url]
+        pending.set_result(certificates)
+        return certificates
+
+    def _load(self, url: str) -> list[x509.Certificate]:
         data = self._fetch(url)
         try:
             certificates = load_certificates(data)
@@ -204,8 +228,6 @@ class WebhookVerifier:
             raise SignatureRejected("certificate is neither DER nor PEM") from None
         if not certificates:
             raise SignatureRejected("certificate file is empty")
-        with self._lock:
-            self._cache[url] = (time.monotonic(), certificates)
         return certificates
 
     def _fetch(self, url: str) -> bytes:
