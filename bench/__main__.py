@@ -2,7 +2,8 @@
 
 Rows, in the order they run: import time (fresh interpreters), sync latency through the real function app
 on the local host (Partner Center -> Salesforce; Salesforce -> Partner Center through the nudge route and
-through the poll), a steady-state poll with nothing changed, and the backfill (bench/backfill.py) of
+through the poll), a steady-state poll with nothing changed, push from Salesforce, a burst of signed webhook
+deliveries (bench/burst.py) on one host and on two, and the backfill (bench/backfill.py) of
 2,000 and of 10,000 referrals, whose peak memory must not grow with the number of records (the backfill
 writes in batches of 2,000, so both runs hold full batches: only their number differs).
 
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import imports, latency, push, steady
+from bench import burst, imports, latency, push, steady
 from bench.world import EVERY_SECOND, QUIET, ROOT, BenchWorld
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -117,17 +118,23 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+ANALYSIS = "\n## "
+"""Where the hand-written part of bench/RESULTS.md starts (profiles, growth): kept when the table is rewritten."""
+
+
 def write_results(text: str, command: str, seconds: float) -> None:
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    previous = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    analysis = previous[previous.index(ANALYSIS):] if ANALYSIS in previous else ""
     RESULTS.write_text(
         "# Benchmark results\n\n"
         f"Command: `{command}` · date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC · "
         f"machine: {machine} · took {seconds / 60:.0f} min.\n\n"
         f"{text}\n\n"
-        "How each row is measured: the docstrings of bench/latency.py, bench/steady.py, bench/imports.py and "
+        "How each row is measured: the docstrings of bench/latency.py, bench/steady.py, bench/imports.py, bench/push.py, bench/burst.py and "
         "bench/backfill.py. Latency runs through the real `function_app.py` on the local host (the "
         "repository's host.json with fast queue polling: 100 ms) against the simulators and Azurite on this "
-        "machine, in waves of five syncs at once.\n", encoding="utf-8")
+        "machine, in waves of five syncs at once.\n" + analysis, encoding="utf-8")
 
 
 def say(what: str) -> None:
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                              "both in full batches of 2,000, so only the number of batches differs)")
     parser.add_argument("--burst", type=int, default=1000, help="seller saves in the push burst (default 1000)")
     parser.add_argument("--burst-seconds", type=float, default=60.0, help="the burst's length (default 60)")
+    parser.add_argument("--webhook-burst", type=int, default=1000,
+                        help="signed Partner Center deliveries in the webhook burst (default 1000)")
     parser.add_argument("--polls", type=int, default=10, help="steady-state polls to count (default 10)")
     parser.add_argument("--import-runs", type=int, default=7, help="fresh interpreters per import (default 7)")
     parser.add_argument("--no-results", action="store_true", help="print only; leave bench/RESULTS.md alone")
@@ -156,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"push from Salesforce: latency and a burst of {args.burst:,} saves")
         rows += push.rows(world, samples=args.samples, calls_per_poll=quiet.sf_calls / quiet.polls,
                           saves=args.burst, seconds=args.burst_seconds, target=LATENCY_TARGET)
+    say(f"a burst of {args.webhook_burst:,} webhook deliveries, on one host and on two")
+    rows += burst.rows(args.webhook_burst)
     say(f"backfill of {' and '.join(f'{n:,}' for n in args.backfill)} referrals")
     rows += backfill_rows(args.backfill)
     text = table(rows)

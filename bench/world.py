@@ -108,6 +108,14 @@ class BenchWorld:
         """Start the real app on the local host with the repository's host.json, fast polling, and the
         Salesforce poll on `poll`; (re)register the webhook through the app's own route."""
         self.stop_host()
+        self.host, self.host_url = self.spawn_host(poll=poll, name="host")
+        answer = self.app("POST", "partnercenter/webhook",
+                          json={"url": f"{self.host_url}/api/partnercenter/events", "overwrite": True})
+        answer.raise_for_status()
+
+    def spawn_host(self, *, poll: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
+        """One more local host on the same simulators and Azurite (its log: `<name>.log` in `folder`);
+        returns its process and URL once it listens. The caller stops it (`stop_process`)."""
         host_json = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
         host_json["extensions"]["queues"].update(FAST_QUEUES)
         host_json_path = self.folder / "host.json"
@@ -115,33 +123,28 @@ class BenchWorld:
         env = {n: v for n, v in os.environ.items() if not n.startswith(_CONNECTOR_PREFIXES)}
         env.update(self.env, COSELL_SF_POLL_SCHEDULE=poll, COSELL_PC_RECONCILE_SCHEDULE=QUIET,
                    PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
-        log_path = self.folder / "host.log"
+        log_path = self.folder / f"{name}.log"
         with log_path.open("wb") as log:
-            self.host = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "sandbox.host", "--port", "0", "--no-settings-file",
                  "--host-json", str(host_json_path)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
 
         def started() -> str | None:
-            if self.host is not None and self.host.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(f"the host exited: {log_path.read_text(errors='replace')[-2000:]}")
             found = _READY.search(log_path.read_text(errors="replace"))
             return found.group(1) if found else None
 
-        self.host_url = wait_for(started, timeout=60, what="the Functions host to start")
-        answer = self.app("POST", "partnercenter/webhook",
-                          json={"url": f"{self.host_url}/api/partnercenter/events", "overwrite": True})
-        answer.raise_for_status()
+        try:
+            return process, wait_for(started, timeout=60, what="the Functions host to start")
+        except BaseException:
+            stop_process(process)
+            raise
 
     def stop_host(self) -> None:
-        if self.host is None or self.host.poll() is not None:
-            return
-        self.host.send_signal(signal.SIGTERM)
-        try:
-            self.host.wait(30)
-        except subprocess.TimeoutExpired:
-            self.host.kill()
-            self.host.wait()
+        if self.host is not None:
+            stop_process(self.host)
 
     def app(self, method: str, route: str, **kwargs: Any) -> requests.Response:
         """Call one of the app's HTTP routes."""
@@ -175,4 +178,16 @@ class BenchWorld:
         wait_for(quiet, timeout=timeout, what="the connector to be quiet", every=0.1)
 
 
-__all__ = ["EVERY_SECOND", "QUIET", "BenchWorld", "wait_for"]
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a host finishes what it runs), then SIGKILL after 30 s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+__all__ = ["EVERY_SECOND", "QUIET", "BenchWorld", "stop_process", "wait_for"]

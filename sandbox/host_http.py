@@ -184,6 +184,10 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 class _Server(ThreadingHTTPServer):
     # Non-daemon request threads, so `server_close()` waits for them: no thread outlives `stop()`.
     daemon_threads = False
+    # socketserver's default listen backlog is 5: the 6th simultaneous connection of a burst waited for the
+    # kernel's SYN retry (1 s, measured: p99 1.16 s for 50 at a time). Kestrel, in front of the real host,
+    # accepts hundreds.
+    request_queue_size = 512
     front_end: HttpFrontEnd
 
 

@@ -232,6 +232,7 @@ class PartnerCenterSim:
             """The reference allows Closed -> Closed and says nothing of field edits on a closed referral; when
             True, every PATCH/PUT of a closed referral is refused (400 ReferralClosed) and counted."""
             self.closed_edits_refused = 0
+            self.certificate_requests = 0
 
     def start(self) -> PartnerCenterSim:
         self.server.start()
@@ -902,6 +903,8 @@ class PartnerCenterSim:
 
         @route("GET", "/cert/{name}")
         def certificate(request: Request) -> Response:
+            with self._lock:
+                self.certificate_requests += 1  # a receiver's cache is seen from here: one fetch per burst
             data = self.hosted_certs.get(request.path)
             if data is None:
                 raise _error(404, "NotFound", "No such certificate.")
