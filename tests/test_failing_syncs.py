@@ -56,6 +56,12 @@ def _run_every_attempt(process: Any, services: Any, message: dict[str, Any]) -> 
         assert process(services, {**message, "attempt": attempt}) is None
 
 
+def _referral_with_a_contact(world: SyncWorld) -> dict[str, Any]:
+    """A new referral from Microsoft whose customer contact the create must write (the write made to fail)."""
+    return world.pc.create_incoming({"customerProfile": {"team": [
+        {"firstName": "Kim", "lastName": "Ode", "email": "kim.ode@customer.example"}]}})
+
+
 def _replayed(world: SyncWorld, key: str) -> dict[str, Any]:
     letter = world.store.dead_letters.get(key)
     assert letter is not None
@@ -67,8 +73,7 @@ def test_a_referral_whose_create_keeps_failing_after_the_upsert_writes_the_oppor
     from shared.sync.processor import process_referral
 
     services = world_services(sync_world, azurite, monkeypatch, max_attempts=ATTEMPTS)
-    referral = sync_world.pc.create_incoming({"customerProfile": {"team": [
-        {"firstName": "Kim", "lastName": "Ode", "email": "kim.ode@customer.example"}]}})
+    referral = _referral_with_a_contact(sync_world)
     sf, pc = _record_writes(sync_world)
     cause = "Salesforce is down for maintenance (injected)"
     sf.failing[("create", "Contact")] = cause
@@ -158,8 +163,7 @@ def test_the_poll_hands_a_half_made_opportunity_on_once_while_its_sync_keeps_fai
     from shared.sync.processor import process_opportunity, process_referral
 
     services = world_services(sync_world, azurite, monkeypatch, max_attempts=ATTEMPTS)
-    referral = sync_world.pc.create_incoming({"customerProfile": {"team": [
-        {"firstName": "Kim", "lastName": "Ode", "email": "kim.ode@customer.example"}]}})
+    referral = _referral_with_a_contact(sync_world)
     sf, _ = _record_writes(sync_world)
     sf.failing[("create", "Contact")] = "Salesforce is down for maintenance (injected)"
     queues, handed = RecordingQueues(), []
