@@ -1,8 +1,7 @@
 """docs/api-facts.md stays true to the code, and the simulator follows the facts it cites.
 
 The table points at `file:function` for every fact; a pointer to something that no longer exists would send
-the next reader (or the lead, at merge) to the wrong place, so each one is resolved here. Pointers to what
-another issue *will* add are written as prose ("will live in ..."), not as `file:name`, and are not checked.
+the next reader (or the lead, at merge) to the wrong place, so each one is resolved here.
 """
 
 from __future__ import annotations
