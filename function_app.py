@@ -8,7 +8,10 @@ import azure.functions as func
 
 from shared.functions import health, partner_center, salesforce, status, sync
 
+BLUEPRINTS = (health.bp, partner_center.bp, salesforce.bp, status.bp, sync.bp)
+"""Every blueprint of the app (tests that need a fresh FunctionApp register these same ones)."""
+
 app = func.FunctionApp()
 
-for blueprint in (health.bp, partner_center.bp, salesforce.bp, status.bp, sync.bp):
+for blueprint in BLUEPRINTS:
     app.register_functions(blueprint)

@@ -34,10 +34,10 @@ def app_functions() -> dict[str, Any]:
     """The real app's functions by name (a fresh FunctionApp: the library lets get_functions() run once)."""
     import azure.functions as func
 
-    from shared.functions import health, partner_center, salesforce, status, sync
+    import function_app
 
     app = func.FunctionApp()
-    for blueprint in (health.bp, partner_center.bp, salesforce.bp, status.bp, sync.bp):
+    for blueprint in function_app.BLUEPRINTS:
         app.register_functions(blueprint)
     return {f.get_function_name(): f for f in app.get_functions()}
 

@@ -37,8 +37,7 @@ def the_app() -> list[FunctionMetadata]:
     """The real app, found and indexed as the worker does (a fresh FunctionApp: get_functions() runs once)."""
     module = types.ModuleType("function_app_copy")
     module.app = func.FunctionApp()
-    for blueprint in (function_app.health.bp, function_app.partner_center.bp, function_app.salesforce.bp,
-                      function_app.status.bp, function_app.sync.bp):
+    for blueprint in function_app.BLUEPRINTS:
         module.app.register_functions(blueprint)
     return host_rules.metadata(host_rules.find_app(module).get_functions())
 
