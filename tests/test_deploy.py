@@ -100,3 +100,23 @@ def test_azd_parameters_come_from_the_environment_and_never_carry_a_secret() -> 
                 for key, value in main["variables"][group]["value"].items() if isinstance(value, str)}
     same = {name: settings[name] for name in variables if name in settings}
     assert len(same) >= 6 and all(variables[name] == setting for name, setting in same.items()), same
+
+
+def test_flex_consumption_config_has_the_shape_of_microsofts_reference() -> None:
+    # Azure-Samples/functions-quickstart-python-http-azd infra/app/api.bicep (infra/README.md): the package in a
+    # blob container of the app's own storage account, read with the app's identity; scale from parameters.
+    module = bicep("modules/functionapp.bicep")
+    config = module["resources"]["site"]["config"]["properties"]["functionAppConfig"]["operator"]["operands"]
+    flex = config["true_value"]
+    assert flex["deployment"]["storage"] == {"type": "blobContainer", "value": "deploymentContainerUrl",
+                                             "authentication": {"type": "SystemAssignedIdentity"}}
+    assert module["resources"]["site"]["config"]["identity"] == {"type": "SystemAssigned"}
+    assert flex["scaleAndConcurrency"] == {"maximumInstanceCount": "flexMaximumInstanceCount",
+                                           "instanceMemoryMB": "flexInstanceMemoryMB"}
+    main = bicep("main.bicep")
+    assert main["modules"]["functionApp"]["config"]["params"]["deploymentContainerUrl"] == \
+        "${storage.properties.primaryEndpoints.blob}${deploymentContainerName}"
+    container = main["resources"]["deploymentContainer"]["config"]
+    assert container["condition"] == "isFlex" and container["config"]["name"] == "deploymentContainerName"
+    assert container["config"]["parent"] == "blobService"
+    assert main["parameters"]["flexInstanceMemoryMB"]["default"] == 2048
