@@ -73,7 +73,7 @@ param logRetentionDays int = 30
 @description('Let the Python worker send its logs to Application Insights itself (OpenTelemetry), so the custom dimensions of the connector\'s logs arrive as customDimensions. Needs azure-monitor-opentelemetry in requirements.txt.')
 param workerOpenTelemetry bool = true
 
-@description('Email address the Azure Monitor alerts go to (dead letters, token refused or expiring, no successful poll/reconcile, receiver 5xx; infra/alerts/). Empty: they show in the portal only.')
+@description('Email address the Azure Monitor alerts go to (dead letters, token refused or expiring, no successful poll/reconcile, no run at all for a day, receiver 5xx; infra/alerts/). Empty: they show in the portal only.')
 param alertEmail string = ''
 
 // ---------------------------------------------------------------------------------------------------

@@ -61,7 +61,9 @@ def test_bicep_deploys_one_rule_per_query_file_with_the_thresholds_asked_for() -
     alerts = {a["name"]: a for a in monitoring["variables"]["alerts"]["value"]}
     loaded = {a["query"]["function"]["parameters"]["file_path"] for a in alerts.values()}
     assert loaded == {f"../alerts/{p.name}" for p in ALERTS.glob("*.kql")}
-    assert set(alerts) == {"dead-letters", "token", "stale-runs", "receiver-5xx"}
+    assert set(alerts) == {"dead-letters", "token", "stale-runs", "no-runs", "receiver-5xx"}
+    # stale-runs looks back a day; no-runs takes over where that day holds no run at all.
+    assert alerts["stale-runs"]["window"] == alerts["no-runs"]["window"] == "P1D"
     rule = monitoring["resources"]["alertRules"]
     assert rule["type"] == "Microsoft.Insights/scheduledQueryRules"
     criterion = rule["config"]["config"]["properties"]["criteria"]["allOf"][0]
@@ -150,8 +152,8 @@ def test_the_stale_run_alert_fires_after_three_schedules_without_success(
     assert all(row["job"] == "salesforce_poll" for row in found)
 
 
-def test_the_timers_record_their_runs_under_the_names_the_alert_groups_by(
-        telemetry: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def _timer_runs(telemetry: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> list[Row]:
+    """One run of each real timer function (the poll paused by the budget, the reconcile failing), as traces."""
     import shared.runtime
     import shared.salesforce.polling
     import shared.sync.reconcile
@@ -169,11 +171,31 @@ def test_the_timers_record_their_runs_under_the_names_the_alert_groups_by(
     functions["salesforce_poll"](timer)
     with pytest.raises(ConnectionError):
         functions["partner_center_reconcile"](timer)
+    return traces(telemetry)
 
-    runs = [r["customDimensions"] for r in traces(telemetry) if r["customDimensions"].get("cosell_event") == "run"]
+
+def test_the_timers_record_their_runs_under_the_names_the_alert_groups_by(
+        telemetry: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _timer_runs(telemetry, monkeypatch)
+
+    runs = [r["customDimensions"] for r in rows if r["customDimensions"].get("cosell_event") == "run"]
     assert [(r["job"], r["outcome"]) for r in runs] == [("salesforce_poll", "paused"),
                                                        ("partner_center_reconcile", "failed")]
     assert runs[1]["error_type"] == "ConnectionError"
+
+
+def test_the_no_runs_alert_fires_on_silence_and_not_once_both_timers_ran(
+        telemetry: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An app whose host never started writes nothing at all: the alert must fire on no record.
+    [silent] = query("no-runs").run({"traces": []}, now=NOW)
+    assert (silent["poll_runs"], silent["reconcile_runs"]) == (0, 0)
+
+    rows = _timer_runs(telemetry, monkeypatch)
+    poll_only = [r for r in rows if r["customDimensions"].get("job") != "partner_center_reconcile"]
+
+    assert query("no-runs").run({"traces": poll_only}, now=NOW) == [{"poll_runs": 1, "reconcile_runs": 0}]
+    # Failed or paused, a run is a sign of life (stale-runs judges success); both timers ran: quiet.
+    assert query("no-runs").run({"traces": rows}, now=NOW) == []
 
 
 def test_the_receiver_alert_matches_the_receivers_function_name_and_only_its_5xx() -> None:

@@ -16,6 +16,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pathspec
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,8 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / ".vscode" / "settings.json").write_text("{}")
     (root / ".venv" / "lib").mkdir(parents=True)
     (root / ".venv" / "lib" / "site.py").write_text("")
+    (root / ".azure" / "prod").mkdir(parents=True)  # azd's environment: its .env may hold what `azd env set` got
+    (root / ".azure" / "prod" / ".env").write_text('AZURE_ENV_NAME="prod"\n')
     (root / "node_modules" / "azurite").mkdir(parents=True)
     (root / "node_modules" / "azurite" / "package.json").write_text("{}")
     (root / "shared" / "__pycache__").mkdir(exist_ok=True)
@@ -70,7 +73,7 @@ def test_the_app_is_in_the_package(package: tuple[list[str], Path], checkout: Pa
 
 
 @pytest.mark.parametrize("left_out", ["sandbox/", "tests/", "bench/", "infra/", "salesforce/", ".venv/",
-                                      "node_modules/", ".git/", ".vscode/", ".ci/", ".github/"])
+                                      "node_modules/", ".git/", ".vscode/", ".ci/", ".github/", ".azure/"])
 def test_development_folders_stay_out(package: tuple[list[str], Path], left_out: str) -> None:
     names, _ = package
     assert not [name for name in names if name.startswith(left_out)]
@@ -101,6 +104,33 @@ def test_every_module_of_the_package_imports_from_the_package_alone(package: tup
     result = subprocess.run([sys.executable, "-c", script], cwd=unpacked, env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def azd_package_files(root: Path) -> list[str]:
+    """The files `azd deploy` zips for a `host: function` service: the same `.funcignore`, read with git's rules.
+
+    azd (cli/azd/pkg/project, createDeployableZip) parses the service's `.funcignore` with
+    github.com/denormal/go-gitignore, skips the `.azure` folder, the ignore file and local.settings.json, and
+    leaves out a whole folder that a pattern matches. pathspec's GitIgnoreSpec follows the same git rules.
+    """
+    rules = pathspec.GitIgnoreSpec.from_lines((root / ".funcignore").read_text(encoding="utf-8").splitlines())
+    shipped: list[str] = []
+    for folder, folders, files in os.walk(root):
+        base = Path(folder).relative_to(root)
+        folders[:] = [name for name in folders
+                      if name != ".azure" and not rules.match_file(f"{(base / name).as_posix()}/")]
+        for name in files:
+            relative = (base / name).as_posix()
+            if name not in (".funcignore", "local.settings.json") and not rules.match_file(relative):
+                shipped.append(relative)
+    return sorted(shipped)
+
+
+def test_azd_deploy_ships_what_core_tools_publishes(package: tuple[list[str], Path], checkout: Path) -> None:
+    # git anchors a pattern to the root only when it holds a "/" before its end: "salesforce/" would also drop
+    # shared/salesforce/ from what azd uploads, and the app would not import.
+    names, _ = package
+    assert azd_package_files(checkout) == names
 
 
 def test_the_listing_matches_the_zip(package: tuple[list[str], Path], checkout: Path) -> None:

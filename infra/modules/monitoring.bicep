@@ -72,6 +72,15 @@ var alerts = [
     query: loadTextContent('../alerts/stale-runs.kql')
   }
   {
+    name: 'no-runs'
+    title: 'Co-sell connector: the poll or the reconcile has not run for a day'
+    description: 'No run of the Salesforce poll or the Partner Center reconcile was logged over a day: the app is stopped, its host cannot start (see the Function App\'s Diagnose and solve problems) or a timer is gone. Nothing syncs meanwhile.'
+    severity: 1
+    frequency: 'PT1H'
+    window: 'P1D'
+    query: loadTextContent('../alerts/no-runs.kql')
+  }
+  {
     name: 'receiver-5xx'
     title: 'Co-sell connector: the webhook receiver answered 5xx'
     description: 'Partner Center retries a refused delivery, then gives up after 10 tries; the reconcile catches up within its schedule. Usually queue storage is unreachable.'
