@@ -188,13 +188,13 @@ def _log_run(run: Run, started: float, error: BaseException | None) -> None:
 
 
 def log_token(state: str, *, days_left: float | None = None) -> None:
-    """Record the Partner Center refresh token's health: `refreshed` with the days left before it expires, or
-    `refused` (revoked, expired, MFA missing). Never the token.
+    """Record the Partner Center refresh token's health: `refreshed` with the days left before it expires,
+    `refused` (revoked, expired, MFA missing) or `unreachable` (the authority did not answer). Never the token.
 
     Why: a refused or expiring token stops every sync until someone re-consents with MFA; the alert
     (infra/alerts/token.kql) gives two weeks' notice.
     """
-    _emit(logging.WARNING if state == "refused" else logging.INFO, "token", {
+    _emit(logging.INFO if state == "refreshed" else logging.WARNING, "token", {
         "state": scrub(state, 40),
         "days_left": round(float(days_left), 1) if days_left is not None else None,
     }, ("state", "days_left"))

@@ -15,8 +15,10 @@ from typing import Any
 
 import azure.functions.timer as func_timer
 import pytest
+import requests
 from pycep import BicepParser
 
+from shared.errors import ConnectorError
 from shared.models.records import StatusDoc
 from shared.partner_center import RefreshTokenCredential
 from shared.partner_center.token import REFRESH_TOKEN_SECRET, TOKEN_STATUS
@@ -114,6 +116,41 @@ def test_a_refused_token_fires_the_token_alert(telemetry: pytest.LogCaptureFixtu
     rows = query("token").run({"traces": traces(telemetry)}, now=NOW)
 
     assert [row["state"] for row in rows] == ["refused"]
+
+
+class _AnsweringAuthority:
+    """Microsoft Entra's answer to a refresh-token redemption, or the network failing before one."""
+
+    def __init__(self, answer: dict[str, object] | Exception) -> None:
+        self.answer = answer
+
+    def acquire_token_by_refresh_token(self, refresh_token: str, scopes: list[str]) -> dict[str, object]:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(("answer", "state", "fires"), [
+    ({"error": "invalid_grant", "error_description": "AADSTS700082: The refresh token has expired due to inactivity"},
+     "refused", True),
+    ({"error": "temporarily_unavailable", "error_description": "AADSTS50196: busy"}, "unreachable", False),
+    (requests.ConnectionError("connection reset"), "unreachable", False),
+])
+def test_only_a_refusal_not_an_unreachable_authority_fires_the_token_alert(
+        telemetry: pytest.LogCaptureFixture, pc_store: Store, answer: dict[str, object] | Exception, state: str,
+        fires: bool) -> None:
+    """A network blip or a busy authority is retried and must not page anyone with a severity-1 alert."""
+    pc_store.secrets.put(REFRESH_TOKEN_SECRET, "rt-stored")
+    credential = RefreshTokenCredential(lambda: _AnsweringAuthority(answer), secrets=pc_store.secrets,
+                                        status=pc_store.status, seed_refresh_token=None)
+    with pytest.raises(ConnectorError):
+        credential.token()
+
+    recorded = traces(telemetry)
+    assert [row["customDimensions"]["state"] for row in recorded
+            if row["customDimensions"].get("cosell_event") == "token"] == [state]
+    assert bool(query("token").run({"traces": recorded}, now=NOW)) is fires
+    assert "rt-stored" not in telemetry.text
 
 
 def _runs(telemetry: pytest.LogCaptureFixture, outcomes: list[str], *, every: dt.timedelta,

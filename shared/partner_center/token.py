@@ -229,13 +229,13 @@ class RefreshTokenCredential:
                 self._app = self._app_factory()
             result = self._app.acquire_token_by_refresh_token(refresh_token, scopes=[self._scope])
         except requests.RequestException as exc:
-            self._record_failure(f"token authority unreachable ({type(exc).__name__})")
+            self._record_failure(f"token authority unreachable ({type(exc).__name__})", state="unreachable")
             raise Unavailable(f"the token authority could not be reached: {type(exc).__name__}") from None
         if "access_token" not in result:
             try:
                 _raise_for_token_error(result, "the Partner Center refresh token")
             except ConnectorError as exc:
-                self._record_failure(str(exc))
+                self._record_failure(str(exc), state="unreachable" if isinstance(exc, Unavailable) else "refused")
                 raise
         rotated = result.get("refresh_token")
         if rotated and (rotated != refresh_token or source == "setting"):
@@ -290,9 +290,14 @@ class RefreshTokenCredential:
         # The age is known only from the status document (when the token was obtained): without one, no days.
         log_token("refreshed", days_left=REFRESH_TOKEN_LIFETIME_DAYS - ages[-1] if ages else None)
 
-    def _record_failure(self, message: str) -> None:
+    def _record_failure(self, message: str, *, state: str = "refused") -> None:
+        """Note a failed redemption on the status page and in telemetry.
+
+        `state` "refused" means a person must act (the token alert fires on it); "unreachable" is the
+        authority being down or busy (retried, no alert: a network blip must not page anyone).
+        """
         now = _now()
-        log_token("refused")
+        log_token(state)
 
         def change(data: dict[str, Any]) -> None:
             data.update(last_error=message, last_error_at=now.isoformat(),
