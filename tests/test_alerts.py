@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import azure.functions.timer as func_timer
@@ -235,13 +237,57 @@ def test_the_no_runs_alert_fires_on_silence_and_not_once_both_timers_ran(
     assert query("no-runs").run({"traces": rows}, now=NOW) == []
 
 
-def test_the_receiver_alert_matches_the_receivers_function_name_and_only_its_5xx() -> None:
-    assert "partner_center_events" in app_functions()  # what the host writes as `requests.name`
-    requests = [{"name": "partner_center_events", "resultCode": "503", "operation_Id": "a"},
-                {"name": "partner_center_events", "resultCode": "202", "operation_Id": "b"},
-                {"name": "partner_center_events", "resultCode": "401", "operation_Id": "c"},
-                {"name": "status", "resultCode": "500", "operation_Id": "d"}]
+RECEIVER_ROUTES = {"partnercenter/events", "salesforce/outbound", "salesforce/changes"}
+"""Where Partner Center and Salesforce deliver to: a 5xx there is a delivery the sender has to retry."""
 
-    rows = query("receiver-5xx").run({"requests": [{**r, "timestamp": NOW} for r in requests]}, now=NOW)
 
-    assert [row["operation_Id"] for row in rows] == ["a"]
+def test_the_receiver_alert_watches_every_route_partner_center_and_salesforce_deliver_to() -> None:
+    text = (ALERTS / "receiver-5xx.kql").read_text(encoding="utf-8")
+    names = re.findall(r'"(\w+)"', re.search(r"name in \(([^)]*)\)", text).group(1))
+    functions = app_functions()
+    assert set(names) <= set(functions), set(names) - set(functions)  # what the host writes as `requests.name`
+    assert {functions[name].get_trigger().route for name in names} == RECEIVER_ROUTES
+
+
+def test_the_receiver_alert_fires_on_their_5xx_only() -> None:
+    requests_rows = [{"name": "partner_center_events", "resultCode": "503", "operation_Id": "a"},
+                     {"name": "partner_center_events", "resultCode": "202", "operation_Id": "b"},
+                     {"name": "partner_center_events", "resultCode": "401", "operation_Id": "c"},
+                     {"name": "status", "resultCode": "500", "operation_Id": "d"},
+                     {"name": "salesforce_outbound", "resultCode": "503", "operation_Id": "e"},
+                     {"name": "salesforce_outbound", "resultCode": "200", "operation_Id": "f"}]
+
+    rows = query("receiver-5xx").run({"requests": [{**r, "timestamp": NOW} for r in requests_rows]}, now=NOW)
+
+    assert [row["operation_Id"] for row in rows] == ["a", "e"]
+
+
+def test_a_real_5xx_of_the_nudge_route_fires_the_receiver_alert(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nudge route answers 503 when queue storage is down: the request row the host writes for it fires."""
+    import azure.functions as func
+
+    import shared.runtime
+    from shared.errors import Unavailable
+
+    class Queues:
+        down = False
+
+        def send(self, *args: Any, **kwargs: Any) -> None:
+            if self.down:
+                raise Unavailable("queue storage did not answer")
+
+    queues = Queues()
+    monkeypatch.setattr(shared.runtime, "services", lambda: SimpleNamespace(queues=queues))
+    function = app_functions()["salesforce_changes"]
+    request = func.HttpRequest("POST", "/api/salesforce/changes", body=b'{"ids": ["006000000000001AAA"]}',
+                               headers={"content-type": "application/json"})
+    requests_rows = []
+    for down in (False, True):
+        queues.down = down
+        response = function.get_user_function()(request)
+        requests_rows.append({"name": function.get_function_name(), "resultCode": str(response.status_code),
+                              "operation_Id": f"down={down}", "timestamp": NOW})
+
+    rows = query("receiver-5xx").run({"requests": requests_rows}, now=NOW)
+
+    assert [(row["operation_Id"], row["resultCode"]) for row in rows] == [("down=True", "503")]

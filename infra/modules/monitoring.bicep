@@ -82,8 +82,8 @@ var alerts = [
   }
   {
     name: 'receiver-5xx'
-    title: 'Co-sell connector: the webhook receiver answered 5xx'
-    description: 'Partner Center retries a refused delivery, then gives up after 10 tries; the reconcile catches up within its schedule. Usually queue storage is unreachable.'
+    title: 'Co-sell connector: a receiver answered 5xx'
+    description: 'The Partner Center webhook, the Salesforce outbound message endpoint or the nudge route answered 5xx. Partner Center retries a refused delivery, then gives up after 10 tries; Salesforce retries for up to 24 hours; the reconcile and the poll catch up within their schedules. Usually queue storage is unreachable.'
     severity: 2
     frequency: 'PT5M'
     window: 'PT5M'
