@@ -190,10 +190,10 @@ def rows(n: int) -> list[tuple[str, str, str, str]]:
     return [
         (f"Webhook burst: {n:,} signed deliveries, {CONCURRENCY} at a time, one local host", latency,
          f"p99 < {P99_TARGET_MS:.0f} ms; none lost; each synced once",
-         "✔" if fine[0] and one["p99_ms"] < P99_TARGET_MS else "✘"),
+         "✔" if fine[0] and one["p99_ms"] < P99_TARGET_MS else "✖"),
         ("Webhook burst: the same on two hosts sharing the Azurite queues", spread,
          "work on both hosts; nothing done twice",
-         "✔" if fine[1] and min(two["sync_invocations_per_host"]) > 0 else "✘"),
+         "✔" if fine[1] and min(two["sync_invocations_per_host"]) > 0 else "✖"),
     ]
 
 
