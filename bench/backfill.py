@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.world import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 SALESFORCE_OBJECTS = ("Account", "Contact", "Opportunity", "OpportunityContactRole", "Microsoft_Solution__c")
 
@@ -168,15 +170,6 @@ class _World:
             self.process.wait()
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """CPU seconds (user + system) a process has used, from /proc (0 where there is none: not Linux)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     saved = dict(os.environ)
@@ -279,7 +272,7 @@ def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, 
                                     queues=QueueSender.from_connection_string(azurite.connection_string),
                                     batch_size=batch_size or BATCH_SIZE, page_size=page_size or PAGE_SIZE)
                 sf_before, table_before = world.ask("api"), counts["table"]
-                cpu_before = (time.process_time(), world.ask("cpu"), _cpu_seconds(azurite.pid))
+                cpu_before = (time.process_time(), world.ask("cpu"), cpu_seconds(azurite.pid))
                 rss_before = _rss_mb()
                 if memory:
                     tracemalloc.start()
@@ -294,7 +287,7 @@ def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, 
                     profiler.dump_stats(profile / "connector.prof")
                 peak = tracemalloc.get_traced_memory()[1] if memory else None
                 tracemalloc.stop()
-                cpu_after = (time.process_time(), world.ask("cpu"), _cpu_seconds(azurite.pid))
+                cpu_after = (time.process_time(), world.ask("cpu"), cpu_seconds(azurite.pid))
                 sf_calls = world.ask("api") - sf_before
                 created = world.ask("records")
         finally:
