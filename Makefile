@@ -41,9 +41,11 @@ demo: install
 bench: install
 	$(PY) -m bench
 
-# The chaos test, longer: more rounds and operations than in `make test` (CHAOS_SEED=N replays a run).
+# The chaos test, longer: more rounds and operations than in `make test` (CHAOS_SEED=N replays a run); then the
+# backfill's memory at 2,000 and at 50,000 referrals (about 15 minutes).
 soak: install
 	CHAOS_ROUNDS=$${CHAOS_ROUNDS:-6} CHAOS_OPERATIONS=$${CHAOS_OPERATIONS:-120} $(PY) -m pytest tests/test_chaos.py -k converges -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m bench --backfill-only --backfill 2000 50000
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

@@ -2,12 +2,17 @@
 
 Each referral has its own customer (a new account), one customer contact (a new contact and a contact
 role) and one solution (a solutions row): the heaviest creation path, five Salesforce records a referral.
-The simulators run in a child process, so the peak memory measured here (tracemalloc, in this process) is
-the connector's alone: it should stay flat as `n` grows, since referrals are streamed page by page and
-written batch by batch. Azurite is a real one of its own.
+The simulators run in a child process, so the memory measured here is the connector's alone: it should
+stay flat as `n` grows, since referrals are streamed page by page and written batch by batch. Azurite is a
+real one of its own.
+
+Speed and memory come from one untraced run in a fresh process (`measure(n)`): memory is the process's
+peak resident set, and what the run added to it. tracemalloc (`--trace-memory`) gives Python's own peak
+but slows this process down about fourfold (every allocation is recorded), which the rate would then
+measure.
 
 Run alone: `python -m bench.backfill 10000` prints the numbers as JSON. `make bench` (owned by the bench
-harness) calls `run(n)` and puts the numbers in its table.
+harness) calls `measure(n)` and puts the numbers in its table.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import cProfile
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from bench.world import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 SALESFORCE_OBJECTS = ("Account", "Contact", "Opportunity", "OpportunityContactRole", "Microsoft_Solution__c")
@@ -162,15 +170,6 @@ class _World:
             self.process.wait()
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """CPU seconds (user + system) a process has used, from /proc (0 where there is none: not Linux)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     saved = dict(os.environ)
@@ -182,7 +181,34 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, memory: bool = True,
+def _peak_rss_mb() -> float:
+    """This process's peak resident set so far (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def _rss_mb() -> float:
+    """This process's resident set now (Linux; elsewhere the peak so far, which only understates growth)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 2**10, 1)
+    except OSError:
+        pass
+    return _peak_rss_mb()
+
+
+def measure(n: int) -> dict[str, Any]:
+    """`run(n)` in a fresh interpreter, so its peak resident set is its own (not an earlier run's)."""
+    done = subprocess.run([sys.executable, "-m", "bench.backfill", str(n)], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the backfill of {n:,} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, memory: bool = False,
         profile: Path | None = None) -> dict[str, Any]:
     """Backfill `n` new referrals against fresh simulators and a fresh Azurite; return the measurements.
 
@@ -190,17 +216,20 @@ def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, 
         n: referrals to backfill.
         batch_size: the backfill's batch size (default: the command's).
         page_size: `$top` of the referral listing (default: the command's).
-        memory: trace allocations for the peak (tracemalloc slows this process down; False for speed alone).
+        memory: also trace Python's allocations for their peak (tracemalloc: slows this process down about
+            fourfold, so the rate is not comparable).
         profile: a folder: cProfile the connector's run (wall time, `connector.prof`) and every request the
             simulators serve (their threads' CPU time, `simulators.prof`); read them with `pstats`.
 
     Returns:
         `records`, `seconds`, `records_per_second`, `cpu_ms_per_record` (CPU milliseconds a record of the
-        connector's process, the simulators' and Azurite's: steadier than wall time on a shared machine) (lower with `memory`: tracemalloc slows Python down),
+        connector's process, the simulators' and Azurite's: steadier than wall time on a shared machine),
         `pc_calls` (referrals API requests: list pages and patches), `sf_calls` and `sf_calls_per_record`
         (the org's API usage, as Salesforce counts it), `table_ops` and `table_ops_per_record` (storage
-        requests, a transaction counting once), `peak_memory_mb` (tracemalloc peak of this process during
-        the run), `records_created` (Salesforce records per object) and the report's counts.
+        requests, a transaction counting once), `rss_before_mb` and `peak_rss_mb` (this process's resident
+        set before the run and its peak: the run's own when the process ran nothing else, as in
+        `measure`), `peak_memory_mb` (tracemalloc's peak during the run, with `memory`), `records_created`
+        (Salesforce records per object) and the report's counts.
     """
     from azure.data.tables import TableServiceClient
 
@@ -243,7 +272,8 @@ def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, 
                                     queues=QueueSender.from_connection_string(azurite.connection_string),
                                     batch_size=batch_size or BATCH_SIZE, page_size=page_size or PAGE_SIZE)
                 sf_before, table_before = world.ask("api"), counts["table"]
-                cpu_before = (time.process_time(), world.ask("cpu"), _cpu_seconds(azurite.pid))
+                cpu_before = (time.process_time(), world.ask("cpu"), cpu_seconds(azurite.pid))
+                rss_before = _rss_mb()
                 if memory:
                     tracemalloc.start()
                 profiler = cProfile.Profile() if profile is not None else None
@@ -257,7 +287,7 @@ def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, 
                     profiler.dump_stats(profile / "connector.prof")
                 peak = tracemalloc.get_traced_memory()[1] if memory else None
                 tracemalloc.stop()
-                cpu_after = (time.process_time(), world.ask("cpu"), _cpu_seconds(azurite.pid))
+                cpu_after = (time.process_time(), world.ask("cpu"), cpu_seconds(azurite.pid))
                 sf_calls = world.ask("api") - sf_before
                 created = world.ask("records")
         finally:
@@ -269,6 +299,7 @@ def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, 
         "pc_calls": counts["pc"], "sf_calls": sf_calls, "sf_calls_per_record": round(sf_calls / n, 5),
         "records_per_sf_call": round(n / sf_calls, 1) if sf_calls else None,
         "table_ops": table_ops, "table_ops_per_record": round(table_ops / n, 4),
+        "rss_before_mb": rss_before, "peak_rss_mb": _peak_rss_mb(),
         "peak_memory_mb": round(peak / 2**20, 1) if peak is not None else None, "traced": memory,
         "records_created": created, "report": dict(report.counts),
         "cpu_ms_per_record": {name: round((after - before) * 1000 / n, 2) for name, before, after in
@@ -281,7 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("records", type=int, nargs="?", default=10_000, help="referrals to backfill")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--page-size", type=int, default=None, help="`$top` of the referral listing")
-    parser.add_argument("--no-memory", action="store_true", help="no tracemalloc (speed alone)")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="also trace Python's allocations (tracemalloc; about four times slower)")
     parser.add_argument("--profile", metavar="DIR", type=Path, default=None,
                         help="write connector.prof and simulators.prof (cProfile) to DIR")
     parser.add_argument("--world", metavar="CA_DIR", help=argparse.SUPPRESS)
@@ -291,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         _world(args.world, args.records, args.profile_world)
         return
     print(json.dumps(run(args.records, batch_size=args.batch_size, page_size=args.page_size,
-                         memory=not args.no_memory and args.profile is None, profile=args.profile), indent=2))
+                         memory=args.trace_memory and args.profile is None, profile=args.profile), indent=2))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +37,15 @@ QUIET = "0 0 0 1 1 *"
 EVERY_SECOND = "* * * * * *"
 _READY = re.compile(r"Host started: (http://\S+)")
 _CONNECTOR_PREFIXES = ("PARTNER_CENTER_", "SALESFORCE_", "COSELL_")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (0 where there is none: not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, every: float = 0.05) -> T:
@@ -104,18 +113,20 @@ class BenchWorld:
         assert self.sf is not None
         return self.sf
 
-    def start_host(self, *, poll: str) -> None:
+    def start_host(self, *, poll: str, settings: Mapping[str, str] | None = None) -> None:
         """Start the real app on the local host with the repository's host.json, fast polling, and the
         Salesforce poll on `poll`; (re)register the webhook through the app's own route."""
         self.stop_host()
-        self.host, self.host_url = self.spawn_host(poll=poll, name="host")
+        self.host, self.host_url = self.spawn_host(poll=poll, name="host", settings=settings)
         answer = self.app("POST", "partnercenter/webhook",
                           json={"url": f"{self.host_url}/api/partnercenter/events", "overwrite": True})
         answer.raise_for_status()
 
-    def spawn_host(self, *, poll: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
-        """One more local host on the same simulators and Azurite (its log: `<name>.log` in `folder`);
-        returns its process and URL once it listens. The caller stops it (`stop_process`)."""
+    def spawn_host(self, *, poll: str, name: str,
+                   settings: Mapping[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+        """One more local host on the same simulators and Azurite (its log: `<name>.log` in `folder`), with
+        `settings` as further app settings; returns its process and URL once it listens. The caller stops it
+        (`stop_process`)."""
         host_json = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
         host_json["extensions"]["queues"].update(FAST_QUEUES)
         host_json_path = self.folder / "host.json"
@@ -123,6 +134,7 @@ class BenchWorld:
         env = {n: v for n, v in os.environ.items() if not n.startswith(_CONNECTOR_PREFIXES)}
         env.update(self.env, COSELL_SF_POLL_SCHEDULE=poll, COSELL_PC_RECONCILE_SCHEDULE=QUIET,
                    PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+        env.update(settings or {})
         log_path = self.folder / f"{name}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(

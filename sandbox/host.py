@@ -89,6 +89,16 @@ class TimerRunner:
         log_invocation(self.function, outcome, self.schedule.expression + (" past due" if past_due else ""))
 
 
+DISABLED_SETTING = "AzureWebJobs.{name}.Disabled"
+
+
+def disabled(name: str, env: Mapping[str, str]) -> bool:
+    """The app setting `AzureWebJobs.<FUNCTION_NAME>.Disabled` = true makes the host ignore the function's
+    trigger: no timer, no queue listener, 404 on its route ("How to disable functions in Azure Functions").
+    The sandbox's benchmarks use it to hold the syncs back while they measure the receiver."""
+    return env.get(DISABLED_SETTING.format(name=name), "").strip().lower() in ("true", "1")
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -113,6 +123,7 @@ class FunctionHost:
         self._timers: list[TimerRunner] = []
         self._pollers: list[QueuePoller] = []
         self._executor: ThreadPoolExecutor | None = None
+        self.disabled: list[str] = []
 
     @classmethod
     def from_target(cls, target: str = DEFAULT_TARGET, *, host_json: Path | Mapping[str, Any] | None = None,
@@ -143,7 +154,9 @@ class FunctionHost:
         """
         env = dict(os.environ)
         refuse_what_azure_refuses(self.app, env, self.config.route_prefix)
-        functions = index_app(self.app)
+        indexed = index_app(self.app)
+        functions = [f for f in indexed if not disabled(f.name, env)]
+        self.disabled = [f.name for f in indexed if f not in functions]
         try:
             routes = [Route.compile(f, self.config.route_prefix) for f in functions if f.kind == HTTP]
             self._timers = [self._timer(f, env) for f in functions if f.kind == TIMER]
@@ -198,6 +211,7 @@ class FunctionHost:
         lines += [f"  {timer.function.name}: timerTrigger '{timer.schedule.expression}' (UTC)"
                   + (", runs on startup" if timer.run_on_startup else "") for timer in self._timers]
         lines += [f"  {poller.function.name}: queueTrigger '{poller.queue_name}'" for poller in self._pollers]
+        lines += [f"  {name}: disabled ({DISABLED_SETTING.format(name=name)})" for name in self.disabled]
         log.info("Functions:\n%s", "\n".join(lines))
 
     def __enter__(self) -> FunctionHost:

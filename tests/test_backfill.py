@@ -418,3 +418,4 @@ def test_the_benchmark_entry_point_measures_a_small_backfill() -> None:
     assert numbers["pc_calls"] == 1  # one page of up to 1,000
     assert 0 < numbers["sf_calls"] <= 3 * 6 + 1 and numbers["table_ops"] > 0  # 3 batches of at most 6 calls
     assert numbers["peak_memory_mb"] is None and numbers["records_per_second"] > 0
+    assert numbers["peak_rss_mb"] >= numbers["rss_before_mb"] > 0

@@ -229,6 +229,30 @@ def test_good_messages_are_processed_once_in_parallel_and_deleted(
     assert host.stop() == 0
 
 
+def test_a_disabled_function_is_ignored_as_azure_ignores_it(
+        azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`AzureWebJobs.<name>.Disabled` = true: no queue listener, no timer, 404 on the route; the rest runs."""
+    queue = unique_queue()
+    client = queue_client(azurite, queue)
+    client.create_queue()
+    client.send_message("held")
+    for name, value in {**sample_env(tmp_path, queue, schedule="* * * * * *"), "AzureWebJobsStorage": azurite,
+                        "COSELL_STORAGE": azurite, "AzureWebJobs.work.Disabled": "true",
+                        "AzureWebJobs.tick.Disabled": "True", "AzureWebJobs.hello.Disabled": "1",
+                        "AzureWebJobs.echo.Disabled": "false"}.items():
+        monkeypatch.setenv(name, value)
+    host = FunctionHost(sample_app, host_json=FAST_QUEUES).start()
+    try:
+        assert requests.get(f"{host.url}/api/hello/Ada", timeout=5).status_code == 404
+        assert requests.post(f"{host.url}/api/echo", data=b"hi", timeout=5).status_code == 201  # "false": enabled
+        time.sleep(1.5)  # several polls and ticks would have happened by now
+        assert records(tmp_path, "work") == [] and records(tmp_path, "tick") == []
+        assert [m.content for m in peek(client)] == ["held"]
+        assert sorted(host.disabled) == ["hello", "tick", "work"]
+    finally:
+        host.stop()
+
+
 # --- configuration errors and shutdown ---------------------------------------------------------------------
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -48,6 +48,41 @@ def test_second_link_for_either_side_is_refused_and_leaves_nothing_half_written(
     assert store.links.get_by_referral("r-2") is None
 
 
+def test_find_reads_each_link_by_key(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table Storage runs an "or" of row keys as a scan of the whole partition ("Design for querying"), and
+    every link shares one partition: find must read by key, whatever the number of ids."""
+    store.links.create(Link(referral_id="r-1", opportunity_id="006A"))
+    store.links.create(Link(referral_id="r-2", opportunity_id="006B", engagement_id="e-2"))
+
+    def no_query(*args: object, **kwargs: object) -> None:
+        raise AssertionError("find queried the partition instead of reading by key")
+
+    monkeypatch.setattr(store.links.table, "query", no_query)
+    found = store.links.find(referral_ids=["r-1", "r-9", "r-1"], opportunity_ids=["006B", "006Z"])
+
+    assert sorted((link.referral_id, link.opportunity_id) for link in found) == [("r-1", "006A"), ("r-2", "006B")]
+
+
+def test_the_sandbox_storage_keeps_rows_of_one_row_key_in_other_partitions_apart(store: Store) -> None:
+    """The sandbox's Azurite looks a row up by its RowKey first (sandbox/azurite_keys.js): an entity is still
+    its (PartitionKey, RowKey) pair, for reads, conflicts and transactions."""
+    table = store.links.table
+    for partition in ("p1", "p2"):
+        table.insert({"PartitionKey": partition, "RowKey": "same", "side": partition})
+    table.transaction([("create", {"PartitionKey": "p3", "RowKey": f"row-{i}"}) for i in range(50)], what="rows")
+
+    assert [table.get(p, "same")["side"] for p in ("p1", "p2")] == ["p1", "p2"]
+    assert table.get("p3", "same") is None
+    with pytest.raises(AlreadyExists):
+        table.insert({"PartitionKey": "p2", "RowKey": "same"})
+    with pytest.raises(AlreadyExists):
+        table.transaction([("create", {"PartitionKey": "p3", "RowKey": "row-50"}),
+                           ("create", {"PartitionKey": "p3", "RowKey": "row-7"})], what="rows")
+    assert table.get("p3", "row-50") is None  # the refused transaction left nothing
+    table.insert({"PartitionKey": "p4", "RowKey": "same"})
+    assert table.get("p4", "same") is not None
+
+
 def test_link_delete_removes_both_rows(store: Store) -> None:
     link = store.links.create(Link(referral_id="r-1", opportunity_id="006A"))
     store.links.delete(link)

@@ -2,7 +2,7 @@
 
 Why bulk: a tenant holds thousands of referrals, and the org's daily API limit is shared with every other
 integration. One sync per referral costs about ten Salesforce calls; here a batch of up to 2,000 referrals
-is read with one composite call of queries (links with one Table query per 14 ids), and written with
+is read with one composite call of queries (links with a Table point read each), and written with
 composite calls of sObject Collections (5 Collections of 200 records a call, Salesforce's limits), so a
 backfilled record costs a small fraction of a call. Memory holds one batch, whatever the tenant's size.
 
@@ -425,7 +425,7 @@ class Backfill:
     def _decide(self, batch: _Batch, in_flight: InFlight) -> tuple[list[Decision], CreatePlan]:
         """Read what exists for the batch and decide; plan the creates.
 
-        Links come from one Table query per 14 referrals. Only for referrals without a link, Salesforce is
+        Links come from a Table point read per referral. Only for referrals without a link, Salesforce is
         read, in one composite call of queries: opportunities carrying their ids, opportunities their
         `externalReferenceId`s name, accounts with their customers' names and contacts with their team's
         e-mails (the last two are read for all of them, before knowing which need a create: a call saved).
