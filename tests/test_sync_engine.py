@@ -346,6 +346,32 @@ def test_the_connector_never_sends_a_change_to_a_closed_referral(sync_world: Syn
     assert sync_world.pc.closed_edits_refused == 0
 
 
+def test_a_sync_overtaken_between_its_partner_center_write_and_its_salesforce_check_reports_the_write(
+        sync_world: SyncWorld) -> None:
+    """Another run saves the pair's state after this sync patched the referral and before it checks the state
+    to write Salesforce: the check stops it (Conflict, re-merge), but the patch it sent is in the report, so
+    the sync log shows the change (it went unlogged, and a busy sandbox printed no line for a won deal)."""
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 130000})
+    update, patches = sync_world.engine.pc.update_referral, []
+
+    def another_run_saves_right_after(*args: Any, **kwargs: Any) -> Any:
+        answer = update(*args, **kwargs)
+        patches.append(args)
+        if len(patches) == 1:
+            state = sync_world.engine.store.state.get(referral_id)
+            assert state is not None
+            sync_world.engine.store.state.put(state)  # a new ETag: what another run's save leaves
+        return answer
+
+    sync_world.engine.pc.update_referral = another_run_saves_right_after  # type: ignore[method-assign]
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 130000
+    assert len(patches) == 1, "the re-merge sent the patch again"
+    assert report.outcome is SyncOutcome.UPDATED and "dealValue" in report.changes, report
+
+
 def test_a_sync_that_lost_the_race_after_writing_still_reports_its_writes(sync_world: SyncWorld) -> None:
     """Pushed changes make concurrent syncs of one opportunity common: the one whose state save loses the race
     after its writes re-merges and finds nothing left to do, but the sync log must still show what it wrote."""

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping as MappingABC
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import AlreadyExists, Conflict, ConnectorError, NotFound
@@ -202,7 +202,13 @@ class SyncEngine:
                 report = self._sync_once(referral, opportunity, link, state, headline=headline,
                                          first_base=first_base, written=written)
                 # A re-merge that finds its own writes done has nothing to add: the report is the writes'.
-                return wrote if wrote is not None and report.outcome is SyncOutcome.NO_CHANGE else report
+                if wrote is None:
+                    return report
+                if report.outcome is SyncOutcome.NO_CHANGE:
+                    return wrote
+                direction = report.direction if report.direction == wrote.direction else BOTH
+                return replace(report, direction=direction, changes={**wrote.changes, **report.changes},
+                               request_ids=[*wrote.request_ids, *report.request_ids])
             except Conflict as exc:
                 # Writes this sync made before it lost the race may have landed after newer ones (a Salesforce
                 # update stalled inside the call): the re-merge counts them as its own, not as edits.
@@ -257,7 +263,14 @@ class SyncEngine:
             updated = self.pc.update_referral(link.referral_id, [_op(op) for op in patch], etag=etag)
             etag = updated.e_tag
             self._note_request(report, self.pc.last_request_id)
-        self._write_opportunity(link.opportunity_id, plan, state)
+        try:
+            self._write_opportunity(link.opportunity_id, plan, state)
+        except Conflict as exc:
+            if plan.patches:  # Partner Center has them: the re-merge counts them as ours, the sync log shows them
+                sent = {key: change for key, change in plan.changes.items() if change[2] == "partner_center"}
+                exc.written = {"partner_center": {k: c[1] for k, c in sent.items()}}  # type: ignore[attr-defined]
+                exc.report = replace(report, direction=SF_TO_PC, changes=sent)  # type: ignore[attr-defined]
+            raise
         try:
             self._save_state(state, link, plan.merged, etag)
         except Conflict as exc:
