@@ -31,6 +31,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _node_options() -> str:
+    """The caller's NODE_OPTIONS plus the key lookup preload (quoted: the checkout's path may hold spaces)."""
+    return f"{os.environ.get('NODE_OPTIONS', '')} --require \"{KEY_LOOKUP}\"".strip()
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -80,7 +85,7 @@ class Azurite:
              "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
              "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=self._workdir.name,
-            env={**os.environ, "NODE_OPTIONS": f"{os.environ.get('NODE_OPTIONS', '')} --require {KEY_LOOKUP}".strip()},
+            env={**os.environ, "NODE_OPTIONS": _node_options()},
         )
         deadline = time.monotonic() + timeout
         ports = (self.blob_port, self.queue_port, self.table_port)
