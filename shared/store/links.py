@@ -94,7 +94,7 @@ class LinkStore:
         return link.model_copy()
 
     def find(self, *, referral_ids: Iterable[str] = (), opportunity_ids: Iterable[str] = ()) -> list[Link]:
-        """The links of many referrals and opportunities (the backfill checks a page at a time): a point read
+        """The links of many referrals and opportunities (the backfill checks a batch at a time): a point read
         each.
 
         Why not one query per 14 keys (`RowKey eq @a or RowKey eq @b …`): Table Storage runs an "or" of row
