@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -48,19 +50,38 @@ def test_second_link_for_either_side_is_refused_and_leaves_nothing_half_written(
     assert store.links.get_by_referral("r-2") is None
 
 
-def test_find_reads_each_link_by_key(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def _find_reading(store: Store, monkeypatch: pytest.MonkeyPatch, **ids: list[str]) -> tuple[list[tuple[str, str]], int]:
+    """`find`'s answer (referral, opportunity) and how many rows its queries read."""
+    query, read = store.links.table.query, []
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        for entity in query(*args, **kwargs):
+            read.append(entity)
+            yield entity
+
+    monkeypatch.setattr(store.links.table, "query", counted)
+    found = store.links.find(**ids)
+    return sorted((link.referral_id, link.opportunity_id) for link in found), len(read)
+
+
+def test_find_reads_a_small_partition_in_one_range_and_a_large_one_by_key(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Table Storage runs an "or" of row keys as a scan of the whole partition ("Design for querying"), and
-    every link shares one partition: find must read by key, whatever the number of ids."""
-    store.links.create(Link(referral_id="r-1", opportunity_id="006A"))
-    store.links.create(Link(referral_id="r-2", opportunity_id="006B", engagement_id="e-2"))
+    every link shares one: `find` reads at most SCAN_FACTOR rows an id asked for, then reads by key."""
+    from shared.store import links
 
-    def no_query(*args: object, **kwargs: object) -> None:
-        raise AssertionError("find queried the partition instead of reading by key")
+    store.links.create_many([Link(referral_id=f"r-{i}", opportunity_id=f"006{i:03d}") for i in range(30)])
 
-    monkeypatch.setattr(store.links.table, "query", no_query)
-    found = store.links.find(referral_ids=["r-1", "r-9", "r-1"], opportunity_ids=["006B", "006Z"])
+    # 17 ids, at most 68 rows: both ranges (30 referral rows, 30 opportunity rows) are read, nothing else.
+    small = _find_reading(store, monkeypatch, referral_ids=[f"r-{i}" for i in range(14)] + ["r-x", "r-1"],
+                          opportunity_ids=["006029", "006ZZZ"])
+    assert small == (sorted([(f"r-{i}", f"006{i:03d}") for i in range(14)] + [("r-29", "006029")]), 60)
 
-    assert sorted((link.referral_id, link.opportunity_id) for link in found) == [("r-1", "006A"), ("r-2", "006B")]
+    monkeypatch.undo()
+    # 3 ids, at most 12 rows: the partition is too large for a range read to pay.
+    large = _find_reading(store, monkeypatch, referral_ids=["r-7", "r-x"], opportunity_ids=["006012"])
+    assert large[0] == [("r-12", "006012"), ("r-7", "006007")]
+    assert large[1] == links.SCAN_FACTOR * 3 + 1  # the range read stopped there: the rest by key
 
 
 def test_the_sandbox_storage_keeps_rows_of_one_row_key_in_other_partitions_apart(store: Store) -> None:
