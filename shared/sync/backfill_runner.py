@@ -2,9 +2,10 @@
 
 Why bulk: a tenant holds thousands of referrals, and the org's daily API limit is shared with every other
 integration. One sync per referral costs about ten Salesforce calls; here a batch of up to 2,000 referrals
-is read with one composite call of queries (links with a Table point read each), and written with
-composite calls of sObject Collections (5 Collections of 200 records a call, Salesforce's limits), so a
-backfilled record costs a small fraction of a call. Memory holds one batch, whatever the tenant's size.
+is read with one composite call of queries (its links with one Table range read, or by key in a large
+store), and written with composite calls of sObject Collections (5 Collections of 200 records a call,
+Salesforce's limits), so a backfilled record costs a small fraction of a call. Memory holds one batch,
+whatever the tenant's size.
 
 Why a cursor: a run may be stopped (Ctrl-C, a crash, the API budget). The cursor, saved before and after
 each batch's writes, says where the listing resumes and which referrals were being written; the next run
@@ -425,7 +426,7 @@ class Backfill:
     def _decide(self, batch: _Batch, in_flight: InFlight) -> tuple[list[Decision], CreatePlan]:
         """Read what exists for the batch and decide; plan the creates.
 
-        Links come from a Table point read per referral. Only for referrals without a link, Salesforce is
+        Links come from `LinkStore.find` (a range read, or by key). Only for referrals without a link, Salesforce is
         read, in one composite call of queries: opportunities carrying their ids, opportunities their
         `externalReferenceId`s name, accounts with their customers' names and contacts with their team's
         e-mails (the last two are read for all of them, before knowing which need a create: a call saved).
