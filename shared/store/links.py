@@ -14,6 +14,7 @@ that kept one `eng-<engagement>` row per engagement; those are still read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from shared.errors import AlreadyExists
@@ -48,13 +49,15 @@ class LinkStore:
     def __init__(self, table: Table) -> None:
         self.table = table
 
-    def _get(self, row: str) -> Link | None:
-        entity = self.table.get(PARTITION, row)
-        if entity is None:
-            return None
+    @staticmethod
+    def _link(entity: dict[str, Any]) -> Link:
         link = Link.model_validate(unpack(entity))
         link.etag = entity.get("etag")
         return link
+
+    def _get(self, row: str) -> Link | None:
+        entity = self.table.get(PARTITION, row)
+        return None if entity is None else self._link(entity)
 
     def get_by_referral(self, referral_id: str) -> Link | None:
         return self._get(_row("ref", referral_id))
@@ -69,8 +72,7 @@ class LinkStore:
         found: dict[str, Link] = {}
         for entity in self.table.query("PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
                                        {"pk": PARTITION, "lo": prefix, "hi": upper}):
-            link = Link.model_validate(unpack(entity))
-            link.etag = entity.get("etag")
+            link = self._link(entity)
             found[link.referral_id] = link
         legacy = self._get(_row("eng", engagement_id))  # one row per engagement, as written before
         if legacy is not None:
@@ -131,9 +133,7 @@ class LinkStore:
                 if read > limit:
                     return None
                 if entity.get("RowKey") in wanted:
-                    link = Link.model_validate(unpack(entity))
-                    link.etag = entity.get("etag")
-                    found.append(link)
+                    found.append(self._link(entity))
         return found
 
     def create_many(self, links: Sequence[Link]) -> list[Link]:
@@ -170,6 +170,4 @@ class LinkStore:
         """Every link once (from its referral-side row)."""
         for entity in self.table.query("PartitionKey eq @pk and RowKey ge 'ref-' and RowKey lt 'ref.'",
                                        {"pk": PARTITION}):
-            link = Link.model_validate(unpack(entity))
-            link.etag = entity.get("etag")
-            yield link
+            yield self._link(entity)
