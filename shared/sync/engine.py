@@ -267,9 +267,10 @@ class SyncEngine:
             self._write_opportunity(link.opportunity_id, plan, state)
         except Conflict as exc:
             if plan.patches:  # Partner Center has them: the re-merge counts them as ours, the sync log shows them
-                sent = {key: change for key, change in plan.changes.items() if change[2] == "partner_center"}
-                exc.written = {"partner_center": {k: c[1] for k, c in sent.items()}}  # type: ignore[attr-defined]
-                exc.report = replace(report, direction=SF_TO_PC, changes=sent)  # type: ignore[attr-defined]
+                sent = {"partner_center": pending_writes(plan).get("partner_center", {})}
+                exc.written = sent  # type: ignore[attr-defined]
+                exc.report = replace(report, direction=SF_TO_PC, changes={  # type: ignore[attr-defined]
+                    key: change for key, change in plan.changes.items() if key in sent["partner_center"]})
             raise
         try:
             self._save_state(state, link, plan.merged, etag)
