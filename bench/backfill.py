@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.world import cpu_seconds
+from bench.world import cpu_seconds, resident_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 SALESFORCE_OBJECTS = ("Account", "Contact", "Opportunity", "OpportunityContactRole", "Microsoft_Solution__c")
@@ -187,17 +187,6 @@ def _peak_rss_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def _rss_mb() -> float:
-    """This process's resident set now (Linux; elsewhere the peak so far, which only understates growth)."""
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 2**10, 1)
-    except OSError:
-        pass
-    return _peak_rss_mb()
-
-
 def measure(n: int) -> dict[str, Any]:
     """`run(n)` in a fresh interpreter, so its peak resident set is its own (not an earlier run's)."""
     done = subprocess.run([sys.executable, "-m", "bench.backfill", str(n)], cwd=ROOT, capture_output=True,
@@ -273,7 +262,7 @@ def run(n: int, *, batch_size: int | None = None, page_size: int | None = None, 
                                     batch_size=batch_size or BATCH_SIZE, page_size=page_size or PAGE_SIZE)
                 sf_before, table_before = world.ask("api"), counts["table"]
                 cpu_before = (time.process_time(), world.ask("cpu"), cpu_seconds(azurite.pid))
-                rss_before = _rss_mb()
+                rss_before = round(resident_mb(os.getpid()), 1) or _peak_rss_mb()  # no /proc: the peak so far
                 if memory:
                     tracemalloc.start()
                 profiler = cProfile.Profile() if profile is not None else None

@@ -45,7 +45,7 @@ import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from bench.world import QUIET, BenchWorld, cpu_seconds, stop_process, wait_for
+from bench.world import QUIET, BenchWorld, cpu_seconds, resident_mb, stop_process, wait_for
 
 CONCURRENCY = 50
 SYNC_FUNCTION = "partner_center_referral_changes"
@@ -60,16 +60,6 @@ HOLD = f"AzureWebJobs.{SYNC_FUNCTION}.Disabled"
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def resident_mb(pid: int) -> float:
-    """A process's resident set (VmRSS) in MB, from /proc (0 where there is none)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    return int(found.group(1)) / 1024 if found else 0.0
 
 
 def _delivery(world: BenchWorld, referral_id: str) -> tuple[bytes, dict[str, str]]:

@@ -48,6 +48,16 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def resident_mb(pid: int) -> float:
+    """A process's resident set (VmRSS) in MB, from /proc (0 where there is none)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found.group(1)) / 1024 if found else 0.0
+
+
 def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, every: float = 0.05) -> T:
     """Poll `check` until it returns something truthy; raise TimeoutError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
