@@ -213,12 +213,15 @@ def _exists(queue: QueueClient) -> bool:
 
 
 def _wait_message(client: QueueClient, **expected: Any) -> dict[str, Any]:
-    """The next visible message matching `expected` (deleted once read; others are left alone)."""
+    """The next visible message matching `expected` (deleted once read; others are left alone).
+
+    Others reappear after 1 s: with the queue's default 30 s, a message read while waiting for another (two
+    referrals queued by one reconcile) stayed hidden past this wait's own deadline."""
     import time
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for message in client.receive_messages(max_messages=32):
+        for message in client.receive_messages(max_messages=32, visibility_timeout=1):
             body = json.loads(base64.b64decode(message.content))
             if all(body.get(k) == v for k, v in expected.items()):
                 client.delete_message(message)
