@@ -392,3 +392,42 @@ def test_a_sync_that_lost_the_race_after_writing_still_reports_its_writes(sync_w
 
     assert sync_world.referral(referral_id)["details"]["dealValue"] == 130000
     assert report.outcome is SyncOutcome.UPDATED and "dealValue" in report.changes
+
+
+def test_a_sync_overtaken_after_its_partner_center_write_and_again_in_its_re_merge_still_reports_the_write(
+        sync_world: SyncWorld) -> None:
+    """Six syncs of one opportunity within a second (outbound messages and nudges): this one patches the
+    referral, another announces its own writes (the check before Salesforce stops this one), and while this
+    one re-merges (nothing left to write), a third saves the pair's state first. The re-merge's lost save
+    carried no write, yet it replaced the patch's report: every sync said 'no change' and the sync log lost
+    the sent PATCH (a busy sandbox printed no line for a won deal)."""
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 130000})
+    engine, store = sync_world.engine, sync_world.engine.store
+    update, save, patches, saves, others = engine.pc.update_referral, engine._save_state, [], [], []
+
+    def another_run_announces_right_after(*args: Any, **kwargs: Any) -> Any:
+        answer = update(*args, **kwargs)
+        patches.append(args)
+        if len(patches) == 1:
+            state = store.state.get(referral_id)
+            assert state is not None
+            store.state.put(state)  # a new ETag: what another run's announcement leaves
+        return answer
+
+    def a_third_run_saves_first(*args: Any, **kwargs: Any) -> Any:
+        saves.append(kwargs.get("pending"))
+        if len(saves) == 2:  # the re-merge's save (the first one announced the patch)
+            engine._save_state = save  # type: ignore[method-assign] - the third run is an ordinary sync
+            others.append(engine.sync_opportunity(opportunity_id))
+        return save(*args, **kwargs)
+
+    engine.pc.update_referral = another_run_announces_right_after  # type: ignore[method-assign]
+    engine._save_state = a_third_run_saves_first  # type: ignore[method-assign]
+    report = engine.sync_opportunity(opportunity_id)
+
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 130000
+    assert len(patches) == 1, "a re-merge sent the patch again"
+    assert [other.outcome for other in others] == [SyncOutcome.NO_CHANGE], "the third run claimed the write"
+    assert report.outcome is SyncOutcome.UPDATED and "dealValue" in report.changes, report
+

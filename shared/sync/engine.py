@@ -275,8 +275,9 @@ class SyncEngine:
         try:
             self._save_state(state, link, plan.merged, etag)
         except Conflict as exc:
-            exc.written = pending_writes(plan)  # type: ignore[attr-defined] - read by _sync_linked
-            exc.report = report  # type: ignore[attr-defined] - what was written, for the sync log
+            if plan.writes:  # a round that wrote nothing has nothing to report, whoever saved first
+                exc.written = pending_writes(plan)  # type: ignore[attr-defined] - read by _sync_linked
+                exc.report = report  # type: ignore[attr-defined] - what was written, for the sync log
             raise
         return report
 
