@@ -431,3 +431,33 @@ def test_a_sync_overtaken_after_its_partner_center_write_and_again_in_its_re_mer
     assert [other.outcome for other in others] == [SyncOutcome.NO_CHANGE], "the third run claimed the write"
     assert report.outcome is SyncOutcome.UPDATED and "dealValue" in report.changes, report
 
+
+def test_a_sync_overtaken_after_each_of_two_partner_center_writes_reports_both(sync_world: SyncWorld) -> None:
+    """The seller saves twice while concurrent syncs race: this sync patches the deal value, is stopped
+    before Salesforce by another run's announcement, re-merges, patches the closing date the second save
+    made, and is stopped again. Both patches are this sync's and both belong in its report; the second
+    lost race's report must not take the first one's place."""
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 130000})
+    engine, store = sync_world.engine, sync_world.engine.store
+    update, patches = engine.pc.update_referral, []
+
+    def another_run_announces_after_each(*args: Any, **kwargs: Any) -> Any:
+        answer = update(*args, **kwargs)
+        patches.append(args)
+        if len(patches) == 1:
+            sync_world.sf.update("Opportunity", opportunity_id, {"CloseDate": "2027-03-31"})  # the second save
+        state = store.state.get(referral_id)
+        assert state is not None
+        store.state.put(state)  # a new ETag: what another run's announcement leaves
+        return answer
+
+    engine.pc.update_referral = another_run_announces_after_each  # type: ignore[method-assign]
+    report = engine.sync_opportunity(opportunity_id)
+
+    details = sync_world.referral(referral_id)["details"]
+    assert details["dealValue"] == 130000 and details["closingDateTime"].startswith("2027-03-31")
+    assert len(patches) == 2, "a re-merge sent a patch again"
+    assert report.outcome is SyncOutcome.UPDATED, report
+    assert {"dealValue", "closingDate"} <= set(report.changes), report
+    assert len(report.request_ids) == 2, report

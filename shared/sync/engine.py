@@ -201,20 +201,15 @@ class SyncEngine:
             try:
                 report = self._sync_once(referral, opportunity, link, state, headline=headline,
                                          first_base=first_base, written=written)
-                # A re-merge that finds its own writes done has nothing to add: the report is the writes'.
-                if wrote is None:
-                    return report
-                if report.outcome is SyncOutcome.NO_CHANGE:
-                    return wrote
-                direction = report.direction if report.direction == wrote.direction else BOTH
-                return replace(report, direction=direction, changes={**wrote.changes, **report.changes},
-                               request_ids=[*wrote.request_ids, *report.request_ids])
+                return with_earlier_writes(wrote, report)
             except Conflict as exc:
                 # Writes this sync made before it lost the race may have landed after newer ones (a Salesforce
                 # update stalled inside the call): the re-merge counts them as its own, not as edits.
                 for side, values in getattr(exc, "written", {}).items():
                     written.setdefault(side, {}).update(values)
-                wrote = getattr(exc, "report", None) or wrote
+                lost: SyncReport | None = getattr(exc, "report", None)
+                if lost is not None:
+                    wrote = with_earlier_writes(wrote, lost)
                 state = self.store.state.get(link.referral_id)
                 referral = self.pc.get_referral(link.referral_id)
                 fresh = self._read_opportunity(link.opportunity_id)
@@ -557,6 +552,28 @@ def _flatten(record: MappingABC[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def with_earlier_writes(wrote: SyncReport | None, report: SyncReport) -> SyncReport:
+    """The report of a sync that lost a race after writing, then re-merged: its writes, and the re-merge's.
+
+    Why: the sync that sent a write is the one to report it, exactly once. Racing syncs that re-read after
+    the write find the pair in agreement and rightly say "no change", and so does the writer's re-merge
+    that finds its own writes done: the writes' report stands. A re-merge that writes again and loses a
+    race again adds its writes to the earlier ones instead of taking their place, or no sync log line names
+    the first change Partner Center accepted.
+
+    Args:
+        wrote: what the earlier rounds wrote (the reports lost races carried), None when they wrote nothing.
+        report: the next round's report.
+    """
+    if wrote is None:
+        return report
+    if report.outcome is SyncOutcome.NO_CHANGE:
+        return wrote
+    direction = report.direction if report.direction == wrote.direction else BOTH
+    return replace(report, direction=direction, changes={**wrote.changes, **report.changes},
+                   request_ids=[*wrote.request_ids, *report.request_ids])
+
+
 def timed(work: Callable[[], SyncReport]) -> tuple[SyncReport, float]:
     """Run a sync and measure it in milliseconds (for the sync log and telemetry)."""
     started = time.monotonic()
@@ -564,4 +581,4 @@ def timed(work: Callable[[], SyncReport]) -> tuple[SyncReport, float]:
     return report, round((time.monotonic() - started) * 1000, 1)
 
 
-__all__ = ["BOTH", "PC_TO_SF", "SF_TO_PC", "SyncEngine", "SyncReport", "timed"]
+__all__ = ["BOTH", "PC_TO_SF", "SF_TO_PC", "SyncEngine", "SyncReport", "timed", "with_earlier_writes"]
