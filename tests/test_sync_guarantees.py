@@ -19,7 +19,7 @@ from azure.storage.queue import QueueClient
 from shared.errors import Conflict, Unavailable
 from shared.models.records import SyncOutcome
 from shared.store.queues import OPPORTUNITY_QUEUE, QueueSender
-from tests.fixtures.connector import SyncWorld, seller_opportunity
+from tests.fixtures.connector import SyncWorld, seller_opportunity, world_services
 
 
 class LoseAnswerOnce:
@@ -314,3 +314,46 @@ def test_a_create_claim_left_by_a_run_that_died_is_taken_over_only_after_the_pat
     assert report.outcome is SyncOutcome.CREATED
     assert len(sync_world.sf.query("SELECT Id FROM Opportunity")) == 1
     assert sync_world.store.create_claims.get(referral["id"]) is None
+
+
+def test_a_sync_that_keeps_losing_races_after_its_patch_logs_the_patch_once_before_its_retry(
+        sync_world: SyncWorld, azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync that patched the referral and then lost every re-merge's race is retried later; the retry finds
+    the patch done and says "no change". The sync log gets the patch when the first attempt gives up,
+    once, or no line would ever name a change Partner Center accepted."""
+    from shared.sync.processor import process_opportunity
+
+    services = world_services(sync_world, azurite, monkeypatch)
+    opportunity_id = seller_opportunity(sync_world.sf)
+    sync_world.engine.sync_opportunity(opportunity_id)
+    referral_id = sync_world.referral_for(opportunity_id)["id"]
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 130000})
+    engine, store = sync_world.engine, sync_world.store
+    update, save, saves = engine.pc.update_referral, engine._save_state, []
+
+    def another_run_saves() -> None:
+        state = store.state.get(referral_id)
+        assert state is not None
+        store.state.put(state)  # a new ETag: what another run's save leaves
+
+    def another_run_announces_right_after(*args: Any, **kwargs: Any) -> Any:
+        answer = update(*args, **kwargs)
+        another_run_saves()
+        return answer
+
+    def another_run_saves_first(*args: Any, **kwargs: Any) -> Any:
+        saves.append(kwargs.get("pending"))
+        if len(saves) > 1:  # every re-merge's save (the first save announced the patch)
+            another_run_saves()
+        return save(*args, **kwargs)
+
+    engine.pc.update_referral = another_run_announces_right_after  # type: ignore[method-assign]
+    engine._save_state = another_run_saves_first  # type: ignore[method-assign]
+    assert process_opportunity(services, {"opportunity_id": opportunity_id}) is None  # retried later
+    engine.pc.update_referral, engine._save_state = update, save  # type: ignore[method-assign]
+    retry = process_opportunity(services, {"opportunity_id": opportunity_id, "attempt": 1})
+
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 130000
+    assert retry is not None and retry.outcome is SyncOutcome.NO_CHANGE, retry
+    rows = [entry for entry in store.synclog.recent() if "dealValue" in entry.changes]
+    assert [(row.outcome, row.changes["dealValue"][1]) for row in rows] == [(SyncOutcome.UPDATED, 130000)], rows

@@ -216,7 +216,10 @@ class SyncEngine:
                 if fresh is None:
                     raise NotFound(f"opportunity {link.opportunity_id} was deleted during the sync") from None
                 opportunity = fresh
-        raise Conflict(f"referral {link.referral_id} kept changing during the sync; trying again later")
+        gave_up = Conflict(f"referral {link.referral_id} kept changing during the sync; trying again later")
+        # The retry will find this sync's writes done and say "no change": the sync log has them from here.
+        gave_up.report = wrote  # type: ignore[attr-defined] - read by the processor; None: nothing was written
+        raise gave_up
 
     def _sync_once(self, referral: Referral, opportunity: dict[str, Any], link: Link, state: SyncState | None, *,
                    headline: str | None = None, first_base: dict[str, Any] | None = None,

@@ -78,13 +78,13 @@ def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncRepo
         else:
             report, millis = timed(lambda: engine.sync_opportunity(record_id))
     except Exception as exc:  # noqa: BLE001 - every failure becomes a retry or a dead letter, by decide()
+        wrote = getattr(exc, "report", None)
+        if isinstance(wrote, SyncReport):  # it wrote, then kept losing races: the retry finds the writes done
+            _log_sync(services, wrote, millis=None)
         _fail(services, kind, record_id, message, attempt, exc)
         return None
     if report.outcome is not SyncOutcome.NO_CHANGE:
-        services.store.synclog.append(SyncLogEntry(
-            direction=report.direction, outcome=report.outcome, referral_id=report.referral_id,
-            opportunity_id=report.opportunity_id, changes=report.changes, message=report.message,
-            duration_ms=millis, request_ids=report.request_ids))
+        _log_sync(services, report, millis=millis)
     if kind == "opportunity":
         now = utcnow()
         if push_missed(message, report.outcome, push_configured=bool(services.settings.salesforce_org_id), now=now):
@@ -92,6 +92,14 @@ def _process(services: Services, kind: str, message: dict[str, Any]) -> SyncRepo
     log.info("sync %s %s: %s %s (%.0f ms)", kind, record_id, report.outcome.value,
              ",".join(k for k in report.changes if k != "conflicts"), millis)
     return report
+
+
+def _log_sync(services: Services, report: SyncReport, *, millis: float | None) -> None:
+    """One sync log row: a finished sync's report, or the writes of one that gave up on losing races."""
+    services.store.synclog.append(SyncLogEntry(
+        direction=report.direction, outcome=report.outcome, referral_id=report.referral_id,
+        opportunity_id=report.opportunity_id, changes=report.changes, message=report.message,
+        duration_ms=millis, request_ids=report.request_ids))
 
 
 def _fail(services: Services, kind: str, record_id: str, message: dict[str, Any], attempt: int,
