@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from shared.errors import Conflict
 from shared.models.records import SyncOutcome
 from tests.fixtures.connector import SyncWorld, seller_opportunity
 
@@ -375,8 +377,6 @@ def test_a_sync_overtaken_between_its_partner_center_write_and_its_salesforce_ch
 def test_a_sync_that_lost_the_race_after_writing_still_reports_its_writes(sync_world: SyncWorld) -> None:
     """Pushed changes make concurrent syncs of one opportunity common: the one whose state save loses the race
     after its writes re-merges and finds nothing left to do, but the sync log must still show what it wrote."""
-    from shared.errors import Conflict
-
     opportunity_id, referral_id = _linked_pair(sync_world)
     sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 130000})
     save, saves = sync_world.engine._save_state, []
@@ -461,3 +461,79 @@ def test_a_sync_overtaken_after_each_of_two_partner_center_writes_reports_both(s
     assert report.outcome is SyncOutcome.UPDATED, report
     assert {"dealValue", "closingDate"} <= set(report.changes), report
     assert len(report.request_ids) == 2, report
+
+
+
+def _incoming_pair(world: SyncWorld) -> tuple[str, str]:
+    """A referral Microsoft shared (New/Received) and the opportunity made from it (Prospecting)."""
+    referral_id = world.pc.create_incoming({"name": "Fabrikam - Dynamics upgrade"})["id"]
+    world.engine.sync_referral(referral_id)
+    return world.store.links.get_by_referral(referral_id).opportunity_id, referral_id
+
+
+def _microsoft_edits_after_the_first_patch(world: SyncWorld, referral_id: str, *,
+                                           meanwhile: Callable[[], None] = lambda: None) -> list[str]:
+    """Make Microsoft edit the referral right after the engine's first PATCH lands, so its next one meets a 412.
+
+    Returns:
+        Filled as the engine patches: each PATCH's request id, or "Conflict" for one that met the 412.
+    """
+    engine, update, answers = world.engine, world.engine.pc.update_referral, []
+
+    def microsoft_edits_after_the_first(*args: Any, **kwargs: Any) -> Any:
+        try:
+            answer = update(*args, **kwargs)
+        except Conflict:
+            answers.append("Conflict")
+            raise
+        answers.append(engine.pc.last_request_id)
+        if len(answers) == 1:
+            world.pc.update_as_microsoft(referral_id, {"details": {"notes": "Microsoft: on it"}})
+            meanwhile()
+        return answer
+
+    engine.pc.update_referral = microsoft_edits_after_the_first  # type: ignore[method-assign]
+    return answers
+
+
+def test_a_stage_move_whose_second_patch_meets_a_412_reports_the_first_patch_as_landed(
+        sync_world: SyncWorld) -> None:
+    """Moving a new referral to won takes two PATCHes (accept, then win). Microsoft edits the referral between
+    them, so the win meets a 412, and the seller steps back to an open stage meanwhile: the accept (and the
+    deal value riding with it) is all Partner Center took from this sync. The sync log must name it, with the
+    stage that landed, and claim nothing of the win that never went through."""
+    opportunity_id, referral_id = _incoming_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "Amount": 130000})
+    answers = _microsoft_edits_after_the_first_patch(sync_world, referral_id, meanwhile=lambda: sync_world.sf.update(
+        "Opportunity", opportunity_id, {"StageName": "Negotiation/Review"}))
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    referral, opportunity = sync_world.referral(referral_id), sync_world.opportunity(opportunity_id)
+    assert (referral["status"], referral["substatus"], referral["details"]["dealValue"]) == (
+        "Active", "Accepted", 130000)
+    assert (opportunity["StageName"], opportunity["Description"]) == ("Negotiation/Review", "Microsoft: on it")
+    assert answers[1:] == ["Conflict"], "the re-merge sent a patch of its own"
+    assert report.outcome is SyncOutcome.UPDATED, report
+    assert report.changes["stage"] == ["open", "accepted", "partner_center"], report
+    assert report.changes["dealValue"][1:] == [130000, "partner_center"], report
+    assert report.request_ids == [answers[0]], report
+
+
+def test_a_stage_move_whose_win_meets_a_412_after_the_accept_landed_is_finished_not_undone(
+        sync_world: SyncWorld) -> None:
+    """As above, but the seller stays on Closed Won. The accept that landed is this sync's own write: its
+    re-merge must count it so, and send the win again. Read as Microsoft's edit, it made the stage look
+    changed on both sides, and Partner Center's newer 'accepted' put the seller's Closed Won back."""
+    opportunity_id, referral_id = _incoming_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "Amount": 130000})
+    answers = _microsoft_edits_after_the_first_patch(sync_world, referral_id)
+
+    report = sync_world.engine.sync_opportunity(opportunity_id)
+
+    referral, opportunity = sync_world.referral(referral_id), sync_world.opportunity(opportunity_id)
+    assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
+    assert answers[1] == "Conflict" and len(answers) == 3, answers
+    assert report.outcome is SyncOutcome.UPDATED and "conflicts" not in report.changes, report
+    assert report.changes["stage"][1:] == ["won", "partner_center"], report
+    assert report.request_ids == [answers[0], answers[2]], report

@@ -178,3 +178,17 @@ def test_an_announced_write_that_landed_counts_as_base_one_that_did_not_does_not
 
     assert effective == {"stage": "accepted", "dealValue": 100}
     assert effective_base(base, {}, {}, {}) is base
+
+
+from shared.sync.plan import PairPlan, landed_changes  # noqa: E402
+
+
+def test_the_changes_that_landed_are_those_partner_center_holds_with_the_value_it_holds() -> None:
+    plan = PairPlan(changes={"stage": ["open", "won", "partner_center"], "dealValue": [100, 130, "partner_center"],
+                             "notes": [None, "from Microsoft", "salesforce"]})
+
+    # The accept landed with the deal value riding on it; the win met a 412.
+    landed = landed_changes(plan, {"stage": "accepted", "dealValue": 130, "notes": None})
+
+    assert landed == {"stage": ["open", "accepted", "partner_center"], "dealValue": [100, 130, "partner_center"]}
+    assert landed_changes(plan, {"stage": "open", "dealValue": 100}) == {}  # nothing landed: nothing claimed

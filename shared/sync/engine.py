@@ -26,7 +26,8 @@ from shared.mapping import MissingPrerequisites
 from shared.models.records import CreateClaim, CreateIntent, IntentStatus, Link, SyncOutcome, SyncState, utcnow
 from shared.sync.accounts import AccountChoice, choose_account
 from shared.sync.audit import add_line
-from shared.sync.plan import ERROR, SYNCED, PairPlan, creation_note, opportunity_values, pending_writes, plan_pair
+from shared.sync.plan import (
+    ERROR, SYNCED, PairPlan, creation_note, landed_changes, opportunity_values, pending_writes, plan_pair)
 
 if TYPE_CHECKING:
     from shared.mapping import Mapping
@@ -257,8 +258,17 @@ class SyncEngine:
             state = self._save_state(state, link, state.base if state else (first_base or {}), referral.e_tag,
                                      pending=pending_writes(plan))
         etag = referral.e_tag
+        updated: Referral | None = None  # the referral as the last patch that landed left it
         for patch in plan.patches:
-            updated = self.pc.update_referral(link.referral_id, [_op(op) for op in patch], etag=etag)
+            try:
+                updated = self.pc.update_referral(link.referral_id, [_op(op) for op in patch], etag=etag)
+            except Conflict as exc:
+                if updated is not None:  # an earlier patch landed (an accept before the win): it is ours to report
+                    landed = landed_changes(plan, self.mapping.pc_values(updated.to_api()))
+                    exc.written = {  # type: ignore[attr-defined] - read by _sync_linked
+                        "partner_center": {key: after for key, (_, after, _) in landed.items()}}
+                    exc.report = replace(report, direction=SF_TO_PC, changes=landed)  # type: ignore[attr-defined]
+                raise
             etag = updated.e_tag
             self._note_request(report, self.pc.last_request_id)
         try:

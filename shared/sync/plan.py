@@ -106,6 +106,21 @@ def pending_writes(plan: PairPlan) -> dict[str, dict[str, Any]]:
     return pending
 
 
+def landed_changes(plan: PairPlan, pc_values: MappingABC[str, Any]) -> dict[str, list[Any]]:
+    """The plan's Partner Center changes as far as they landed, each with the value Partner Center now holds.
+
+    Why: a stage move can take two PATCHes (accept, then win); when the second meets a 412, Partner Center
+    holds the first one's step ("accepted", not "won") and the fields that rode with it. The sync that sent
+    them reports those values, and only those.
+
+    Args:
+        plan: the plan whose patches were being sent.
+        pc_values: the referral's canonical values as the last PATCH that succeeded returned it.
+    """
+    return {key: [before, pc_values.get(key), side] for key, (before, _, side) in plan.changes.items()
+            if side == "partner_center" and pc_values.get(key) != before}
+
+
 def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingABC[str, Any],
               opportunity: MappingABC[str, Any], *, now: dt.datetime, headline: str | None = None,
               pending: MappingABC[str, MappingABC[str, Any]] | None = None) -> PairPlan:
@@ -254,5 +269,5 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-__all__ = ["ERROR", "SYNCED", "PairPlan", "audit_message", "creation_note", "effective_base", "opportunity_values",
-           "pending_writes", "plan_pair"]
+__all__ = ["ERROR", "SYNCED", "PairPlan", "audit_message", "creation_note", "effective_base", "landed_changes",
+           "opportunity_values", "pending_writes", "plan_pair"]
