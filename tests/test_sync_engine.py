@@ -7,6 +7,7 @@ from typing import Any
 
 from shared.errors import Conflict
 from shared.models.records import SyncOutcome
+from shared.sync.engine import BOTH, SF_TO_PC, SyncReport, with_earlier_writes
 from tests.fixtures.connector import SyncWorld, seller_opportunity
 
 
@@ -524,7 +525,8 @@ def test_a_stage_move_whose_win_meets_a_412_after_the_accept_landed_is_finished_
         sync_world: SyncWorld) -> None:
     """As above, but the seller stays on Closed Won. The accept that landed is this sync's own write: its
     re-merge must count it so, and send the win again. Read as Microsoft's edit, it made the stage look
-    changed on both sides, and Partner Center's newer 'accepted' put the seller's Closed Won back."""
+    changed on both sides, and Partner Center's newer 'accepted' put the seller's Closed Won back. The sync
+    log line names the whole move this sync made, from open: 'accepted -> won' alone left the accept unnamed."""
     opportunity_id, referral_id = _incoming_pair(sync_world)
     sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "Amount": 130000})
     answers = _microsoft_edits_after_the_first_patch(sync_world, referral_id)
@@ -535,5 +537,21 @@ def test_a_stage_move_whose_win_meets_a_412_after_the_accept_landed_is_finished_
     assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
     assert answers[1] == "Conflict" and len(answers) == 3, answers
     assert report.outcome is SyncOutcome.UPDATED and "conflicts" not in report.changes, report
-    assert report.changes["stage"][1:] == ["won", "partner_center"], report
+    assert report.changes["stage"] == ["open", "won", "partner_center"], report  # the accept too, not only the win
     assert report.request_ids == [answers[0], answers[2]], report
+
+
+
+def test_a_field_a_sync_wrote_in_two_rounds_is_reported_once_from_where_it_found_it() -> None:
+    wrote = SyncReport(SyncOutcome.UPDATED, SF_TO_PC, changes={"stage": ["open", "accepted", "partner_center"],
+                                                                "dealValue": [100, 130, "partner_center"]},
+                       request_ids=["accept"])
+    again = SyncReport(SyncOutcome.UPDATED, BOTH, changes={"stage": ["accepted", "won", "partner_center"],
+                                                           "notes": [None, "from Microsoft", "salesforce"]},
+                       request_ids=["win"])
+
+    report = with_earlier_writes(wrote, again)
+
+    assert report.changes == {"stage": ["open", "won", "partner_center"], "dealValue": [100, 130, "partner_center"],
+                              "notes": [None, "from Microsoft", "salesforce"]}
+    assert report.request_ids == ["accept", "win"]

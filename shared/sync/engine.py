@@ -572,7 +572,8 @@ def with_earlier_writes(wrote: SyncReport | None, report: SyncReport) -> SyncRep
     the write find the pair in agreement and rightly say "no change", and so does the writer's re-merge
     that finds its own writes done: the writes' report stands. A re-merge that writes again and loses a
     race again adds its writes to the earlier ones instead of taking their place, or no sync log line names
-    the first change Partner Center accepted.
+    the first change Partner Center accepted. A field both wrote to one side (a stage accepted, then won
+    after a 412) is named once, from where the sync found it to where it left it.
 
     Args:
         wrote: what the earlier rounds wrote (the reports lost races carried), None when they wrote nothing.
@@ -583,7 +584,12 @@ def with_earlier_writes(wrote: SyncReport | None, report: SyncReport) -> SyncRep
     if report.outcome is SyncOutcome.NO_CHANGE:
         return wrote
     direction = report.direction if report.direction == wrote.direction else BOTH
-    return replace(report, direction=direction, changes={**wrote.changes, **report.changes},
+    changes = {**wrote.changes, **report.changes}
+    for key, earlier in wrote.changes.items():
+        later = report.changes.get(key)
+        if key != "conflicts" and later is not None and later[2] == earlier[2]:
+            changes[key] = [earlier[0], later[1], later[2]]  # from where the sync found it
+    return replace(report, direction=direction, changes=changes,
                    request_ids=[*wrote.request_ids, *report.request_ids])
 
 
