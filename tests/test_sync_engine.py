@@ -555,3 +555,47 @@ def test_a_field_a_sync_wrote_in_two_rounds_is_reported_once_from_where_it_found
     assert report.changes == {"stage": ["open", "won", "partner_center"], "dealValue": [100, 130, "partner_center"],
                               "notes": [None, "from Microsoft", "salesforce"]}
     assert report.request_ids == ["accept", "win"]
+
+
+def _stage_steps(logged: list[dict[str, Any]]) -> list[list[Any]]:
+    """The stage changes named in sync log lines' changes, each as [before, after, side], in the move's order
+    (racing syncs log in no set order)."""
+    return sorted((changes["stage"] for changes in logged if "stage" in changes),
+                  key=lambda change: ["open", "accepted", "won"].index(change[0]))
+
+
+def test_a_sync_racing_between_the_accept_and_the_win_finishes_the_move_not_undoes_it(
+        sync_world: SyncWorld) -> None:
+    """The accept of a seller's win fires a webhook; that referral's sync runs before the win is sent. It finds
+    the win announced and Partner Center on 'accepted', a step of that very move: the writer's own, not
+    Microsoft's edit. Read as an edit, the stage looked changed on both sides, and Partner Center's newer
+    'accepted' put the seller's Closed Won back. Each step the two syncs made is named once between them."""
+    opportunity_id, referral_id = _incoming_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "Amount": 130000})
+    engine, update, answers, racing = sync_world.engine, sync_world.engine.pc.update_referral, [], []
+
+    def the_accepts_webhook_syncs_before_the_win(*args: Any, **kwargs: Any) -> Any:
+        try:
+            answer = update(*args, **kwargs)
+        except Conflict:
+            answers.append("Conflict")
+            raise
+        answers.append(engine.pc.last_request_id)
+        if len(answers) == 1:
+            racing.append(engine.sync_referral(referral_id))
+        return answer
+
+    engine.pc.update_referral = the_accepts_webhook_syncs_before_the_win  # type: ignore[method-assign]
+    report = engine.sync_opportunity(opportunity_id)
+
+    referral, opportunity = sync_world.referral(referral_id), sync_world.opportunity(opportunity_id)
+    assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
+    assert referral["details"]["dealValue"] == 130000
+    assert answers[2:] == ["Conflict"], "the win was sent twice, or the racing sync sent none"
+    reports = [report, *racing]
+    assert all("conflicts" not in each.changes for each in reports), reports
+    assert "both sides changed" not in opportunity["Audit__c"], opportunity["Audit__c"]
+    assert _stage_steps([each.changes for each in reports]) == [
+        ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], reports
+    assert [each.changes["dealValue"][1:] for each in reports if "dealValue" in each.changes] == [
+        [130000, "partner_center"]], reports

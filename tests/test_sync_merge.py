@@ -192,3 +192,29 @@ def test_the_changes_that_landed_are_those_partner_center_holds_with_the_value_i
 
     assert landed == {"stage": ["open", "accepted", "partner_center"], "dealValue": [100, 130, "partner_center"]}
     assert landed_changes(plan, {"stage": "open", "dealValue": 100}) == {}  # nothing landed: nothing claimed
+
+
+from shared.mapping.stages import Phase, phases_on_the_way  # noqa: E402
+
+
+def test_a_step_of_an_announced_stage_move_counts_as_base_an_unrelated_stage_does_not() -> None:
+    base, pending = {"stage": "open", "dealValue": 100}, {"partner_center": {"stage": "won", "dealValue": 130}}
+
+    # The accept landed with the deal value; the win is not sent yet (or failed).
+    effective = effective_base(base, pending, {"stage": "accepted", "dealValue": 130}, {"stage": "won"},
+                               stage_key="stage")
+
+    assert effective == {"stage": "accepted", "dealValue": 130}
+    # Lost is no step on the way to won, and a field that is not the stage takes no steps.
+    assert effective_base(base, pending, {"stage": "lost", "dealValue": 100}, {}, stage_key="stage") == base
+    assert effective_base(base, pending, {"stage": "accepted"}, {}, stage_key=None) == base
+    assert effective_base({"stage": "accepted"}, {"partner_center": {"stage": "won"}}, {"stage": "accepted"}, {},
+                          stage_key="stage") == {"stage": "accepted"}
+
+
+def test_the_phases_on_the_way_are_those_the_state_machine_passes_through() -> None:
+    assert phases_on_the_way("open", "won") == (Phase.ACCEPTED,)  # accept, then win
+    assert phases_on_the_way("open", "lost") == ()  # one PATCH: declined
+    assert phases_on_the_way("accepted", "won") == ()
+    assert phases_on_the_way("won", "lost") == ()  # nothing leaves a closed phase
+    assert phases_on_the_way(None, "won") == ()  # no base: nothing is known to be on the way

@@ -73,6 +73,27 @@ WIN = Transition("Closed", "Won")
 LOSE = Transition("Closed", "Lost", needs_reason=True)
 DECLINE = Transition("Closed", "Declined", needs_reason=True)
 
+STEPS: Mapping[Phase, Mapping[Phase, tuple[Transition, ...]]] = {
+    Phase.OPEN: {Phase.OPEN: (), Phase.ACCEPTED: (ACCEPT,), Phase.WON: (ACCEPT, WIN), Phase.LOST: (DECLINE,)},
+    Phase.ACCEPTED: {Phase.ACCEPTED: (), Phase.WON: (WIN,), Phase.LOST: (LOSE,)},
+}
+"""The PATCHes that move a referral from a phase not yet closed to another, in order: the state machine
+allows no shortcut (won on a new referral is accepted first), and nothing leaves a closed phase."""
+
+
+def phases_on_the_way(start: str | None, end: str) -> tuple[Phase, ...]:
+    """The phases a referral passes through between `start` and `end`, neither included, in order.
+
+    Why: a move that takes two PATCHes leaves the referral on the first one's phase until the second lands
+    (or when it fails); a sync that knows the move was announced must read that phase as the move's own
+    step, not as someone's edit.
+    """
+    try:
+        steps = STEPS[Phase(start)][Phase(end)]
+    except (KeyError, ValueError):  # no such move (nothing leaves a closed phase), or not a phase at all
+        return ()
+    return tuple(phase_of_pair(step.status, step.substatus) for step in steps[:-1])
+
 
 @dataclass(frozen=True)
 class StageTable:
@@ -150,15 +171,14 @@ class StageTable:
             return ()
         current = status if status not in (None, "None") else "New"
         if current == "New":
-            steps = {Phase.OPEN: (), Phase.ACCEPTED: (ACCEPT,), Phase.WON: (ACCEPT, WIN), Phase.LOST: (DECLINE,)}
-            return steps[target]
+            return STEPS[Phase.OPEN][target]
         if current == "Active":
             if target is Phase.OPEN:
                 raise IllegalTransition(
                     f"the referral is already accepted in Partner Center; the stage {stage!r} (not yet accepted) "
                     "cannot undo that"
                 )
-            return {Phase.ACCEPTED: (), Phase.WON: (WIN,), Phase.LOST: (LOSE,)}[target]
+            return STEPS[Phase.ACCEPTED][target]
         if current == "Closed":
             closed_phase = phase_of_pair("Closed", substatus or "")
             if target is closed_phase:
@@ -170,4 +190,4 @@ class StageTable:
         raise UnmappedValue(f"the referral status {status!r} is not one the connector knows")
 
 
-__all__ = ["PAIRS", "Phase", "StageTable", "Transition", "pair_key", "phase_of_pair"]
+__all__ = ["PAIRS", "STEPS", "Phase", "StageTable", "Transition", "pair_key", "phase_of_pair", "phases_on_the_way"]

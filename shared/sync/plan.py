@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.mapping import Mapping
-from shared.mapping.stages import Phase
+from shared.mapping.stages import Phase, phases_on_the_way
 from shared.sync.audit import add_line
 from shared.sync.merge import FieldConflict, merge
 
@@ -81,20 +81,29 @@ def audit_message(plan: PairPlan) -> tuple[str, bool] | None:
 
 
 def effective_base(base: dict[str, Any] | None, pending: MappingABC[str, MappingABC[str, Any]],
-                   pc_values: MappingABC[str, Any], sf_values: MappingABC[str, Any]) -> dict[str, Any] | None:
+                   pc_values: MappingABC[str, Any], sf_values: MappingABC[str, Any], *,
+                   stage_key: str | None = None) -> dict[str, Any] | None:
     """The base, with the announced writes of a sync that died midway counted in where they landed.
 
     Why: a sync writes Partner Center, then Salesforce, then its base. Dying in between left the old base, and
     the connector's own landed write then read as the other side's edit, to be settled against the seller's
     next move by policy. A write found on its side with exactly the announced value did land: it is base.
+    So does a step of an announced stage move found in Partner Center (`phases_on_the_way`): won on a new
+    referral is an accept, then a win, and between the two PATCHes (or when the win failed) the referral is
+    on "accepted". That step is the writer's, not Microsoft's edit; as base, it leaves the win still to send.
+
+    Args:
+        stage_key: the stage's field key; None: no field moves in steps.
     """
     if not any(pending.values()):
         return base
     effective = dict(base or {})
     for side, values in (("partner_center", pc_values), ("salesforce", sf_values)):
         for key, value in (pending.get(side) or {}).items():
-            if values.get(key) == value:
-                effective[key] = value
+            found = values.get(key)
+            if found == value or (side == "partner_center" and key == stage_key
+                                  and found in phases_on_the_way((base or {}).get(key), value)):
+                effective[key] = found
     return effective
 
 
@@ -146,7 +155,7 @@ def plan_pair(mapping: Mapping, base: dict[str, Any] | None, referral: MappingAB
         return plan
     pc_values = mapping.pc_values(referral)
     sf_values = stage_as_partner_center_reads_it(mapping, referral, pc_values, mapping.sf_values(opportunity))
-    base = effective_base(base, pending or {}, pc_values, sf_values)
+    base = effective_base(base, pending or {}, pc_values, sf_values, stage_key=mapping.stage.key)
     result = merge(list(mapping.fields), base, pc_values, sf_values,
                    pc_modified=_parse_time(referral.get("updatedDateTime")),
                    sf_modified=_parse_time(opportunity.get("LastModifiedDate")))
