@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from shared.errors import Conflict
 from shared.models.records import SyncOutcome
 from shared.sync.engine import BOTH, SF_TO_PC, SyncReport, with_earlier_writes
-from tests.fixtures.connector import SyncWorld, seller_opportunity
+from shared.partner_center.transport import RetryPolicy
+from tests.fixtures.connector import SyncWorld, seller_opportunity, world_services
 
 
 def test_opted_in_opportunity_creates_a_shared_referral_and_is_marked(sync_world: SyncWorld) -> None:
@@ -599,3 +602,44 @@ def test_a_sync_racing_between_the_accept_and_the_win_finishes_the_move_not_undo
         ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], reports
     assert [each.changes["dealValue"][1:] for each in reports if "dealValue" in each.changes] == [
         [130000, "partner_center"]], reports
+
+
+@pytest.mark.parametrize("status", [503, 400], ids=["unavailable after retries", "invalid input"])
+def test_a_stage_move_whose_win_fails_after_the_accept_landed_logs_the_accept_and_its_retry_finishes_the_win(
+        sync_world: SyncWorld, azurite: str, monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+    """The win of a seller's stage move fails for good after the accept landed (Partner Center down past the
+    retries, or refusing the request). The failure carried nothing: the accept was in no sync log line, and
+    the retry found Partner Center on 'accepted', short of the announced 'won', read it as Microsoft's edit
+    and, as both sides had moved the stage, put the seller's Closed Won back. The retry finishes the win."""
+    from shared.sync.processor import process_opportunity
+
+    services = world_services(sync_world, azurite, monkeypatch)
+    opportunity_id, referral_id = _incoming_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "Amount": 130000})
+    engine, update = sync_world.engine, sync_world.engine.pc.update_referral
+    engine.pc.transport.retry = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.02)
+
+    def the_win_fails(*args: Any, **kwargs: Any) -> Any:
+        answer = update(*args, **kwargs)
+        sync_world.pc.server.faults.add({"kind": "status", "status": status, "count": 2, "method": "PATCH"})
+        return answer
+
+    engine.pc.update_referral = the_win_fails  # type: ignore[method-assign]
+    assert process_opportunity(services, {"opportunity_id": opportunity_id}) is None  # failed: retried or set aside
+    engine.pc.update_referral = update  # type: ignore[method-assign]
+    sync_world.pc.server.faults.clear()
+    referral = sync_world.referral(referral_id)
+    assert (referral["status"], referral["substatus"]) == ("Active", "Accepted")
+    assert sync_world.opportunity(opportunity_id)["StageName"] == "Closed Won"
+    retry = process_opportunity(services, {"opportunity_id": opportunity_id, "attempt": 1})
+
+    referral, opportunity = sync_world.referral(referral_id), sync_world.opportunity(opportunity_id)
+    assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
+    assert retry is not None and retry.outcome is SyncOutcome.UPDATED, retry
+    rows = sync_world.store.synclog.recent()
+    assert all("conflicts" not in row.changes for row in rows), rows
+    assert "both sides changed" not in opportunity["Audit__c"], opportunity["Audit__c"]
+    assert _stage_steps([row.changes for row in rows]) == [
+        ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], rows
+    assert [row.changes["dealValue"][1:] for row in rows if "dealValue" in row.changes] == [
+        [130000, "partner_center"]], rows

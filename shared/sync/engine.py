@@ -262,8 +262,12 @@ class SyncEngine:
         for patch in plan.patches:
             try:
                 updated = self.pc.update_referral(link.referral_id, [_op(op) for op in patch], etag=etag)
-            except Conflict as exc:
-                if updated is not None:  # an earlier patch landed (an accept before the win): it is ours to report
+            except Exception as exc:  # noqa: BLE001 - re-raised, with what landed before it
+                # An earlier patch landed (an accept before the win): it is ours to report, whatever stopped the
+                # next one. After a 412 the re-merge counts it as its own (written) and the report joins its
+                # own; after any other failure the processor logs the report before the retry, which finds
+                # the accept done and names only the win.
+                if updated is not None:
                     landed = landed_changes(plan, self.mapping.pc_values(updated.to_api()))
                     exc.written = {  # type: ignore[attr-defined] - read by _sync_linked
                         "partner_center": {key: after for key, (_, after, _) in landed.items()}}
