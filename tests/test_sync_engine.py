@@ -643,3 +643,40 @@ def test_a_stage_move_whose_win_fails_after_the_accept_landed_logs_the_accept_an
         ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], rows
     assert [row.changes["dealValue"][1:] for row in rows if "dealValue" in row.changes] == [
         [130000, "partner_center"]], rows
+
+
+def test_a_win_that_meets_a_412_and_then_fails_for_good_logs_the_accept_before_the_retry(
+        sync_world: SyncWorld, azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but the win first meets a 412 (Microsoft edited the referral after the accept), and the
+    re-merge's win then fails for good. The accept is the first round's write, carried by its lost race: the
+    failure of a later round must not drop it, or no sync log line names it."""
+    from shared.sync.processor import process_opportunity
+
+    services = world_services(sync_world, azurite, monkeypatch)
+    opportunity_id, referral_id = _incoming_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "Amount": 130000})
+    engine, update = sync_world.engine, sync_world.engine.pc.update_referral
+    engine.pc.transport.retry = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.02)
+    answers = _microsoft_edits_after_the_first_patch(sync_world, referral_id)
+    edits_then_412 = engine.pc.update_referral
+
+    def the_win_after_the_412_fails(*args: Any, **kwargs: Any) -> Any:
+        if answers[1:] == ["Conflict"]:
+            sync_world.pc.server.faults.add({"kind": "status", "status": 503, "count": 2, "method": "PATCH"})
+        return edits_then_412(*args, **kwargs)
+
+    engine.pc.update_referral = the_win_after_the_412_fails  # type: ignore[method-assign]
+    assert process_opportunity(services, {"opportunity_id": opportunity_id}) is None  # failed: retried later
+    engine.pc.update_referral = update  # type: ignore[method-assign]
+    sync_world.pc.server.faults.clear()
+    retry = process_opportunity(services, {"opportunity_id": opportunity_id, "attempt": 1})
+
+    referral, opportunity = sync_world.referral(referral_id), sync_world.opportunity(opportunity_id)
+    assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
+    assert retry is not None and retry.outcome is SyncOutcome.UPDATED, retry
+    rows = sync_world.store.synclog.recent()
+    assert all("conflicts" not in row.changes for row in rows), rows
+    assert _stage_steps([row.changes for row in rows]) == [
+        ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], rows
+    assert [row.changes["dealValue"][1:] for row in rows if "dealValue" in row.changes] == [
+        [130000, "partner_center"]], rows

@@ -198,25 +198,32 @@ class SyncEngine:
             link = self._link(referral.id, str(opportunity["Id"]), referral.engagement_id)
         written: dict[str, dict[str, Any]] = {}
         wrote: SyncReport | None = None
-        for _ in range(MAX_CONFLICT_ROUNDS):
-            try:
-                report = self._sync_once(referral, opportunity, link, state, headline=headline,
-                                         first_base=first_base, written=written)
-                return with_earlier_writes(wrote, report)
-            except Conflict as exc:
-                # Writes this sync made before it lost the race may have landed after newer ones (a Salesforce
-                # update stalled inside the call): the re-merge counts them as its own, not as edits.
-                for side, values in getattr(exc, "written", {}).items():
-                    written.setdefault(side, {}).update(values)
-                lost: SyncReport | None = getattr(exc, "report", None)
-                if lost is not None:
-                    wrote = with_earlier_writes(wrote, lost)
-                state = self.store.state.get(link.referral_id)
-                referral = self.pc.get_referral(link.referral_id)
-                fresh = self._read_opportunity(link.opportunity_id)
-                if fresh is None:
-                    raise NotFound(f"opportunity {link.opportunity_id} was deleted during the sync") from None
-                opportunity = fresh
+        try:
+            for _ in range(MAX_CONFLICT_ROUNDS):
+                try:
+                    report = self._sync_once(referral, opportunity, link, state, headline=headline,
+                                             first_base=first_base, written=written)
+                    return with_earlier_writes(wrote, report)
+                except Conflict as exc:
+                    # Writes this sync made before it lost the race may have landed after newer ones (a Salesforce
+                    # update stalled inside the call): the re-merge counts them as its own, not as edits.
+                    for side, values in getattr(exc, "written", {}).items():
+                        written.setdefault(side, {}).update(values)
+                    lost: SyncReport | None = getattr(exc, "report", None)
+                    if lost is not None:
+                        wrote = with_earlier_writes(wrote, lost)
+                    state = self.store.state.get(link.referral_id)
+                    referral = self.pc.get_referral(link.referral_id)
+                    fresh = self._read_opportunity(link.opportunity_id)
+                    if fresh is None:
+                        raise NotFound(f"opportunity {link.opportunity_id} was deleted during the sync") from None
+                    opportunity = fresh
+        except Exception as exc:  # noqa: BLE001 - re-raised, with what the earlier rounds wrote
+            if wrote is not None:  # the processor logs it before the retry, which finds those writes done
+                failed: SyncReport | None = getattr(exc, "report", None)  # what the failed round landed
+                exc.report = (  # type: ignore[attr-defined] - read by the processor
+                    wrote if failed is None else with_earlier_writes(wrote, failed))
+            raise
         gave_up = Conflict(f"referral {link.referral_id} kept changing during the sync; trying again later")
         # The retry will find this sync's writes done and say "no change": the sync log has them from here.
         gave_up.report = wrote  # type: ignore[attr-defined] - read by the processor; None: nothing was written
