@@ -680,3 +680,30 @@ def test_a_win_that_meets_a_412_and_then_fails_for_good_logs_the_accept_before_t
         ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], rows
     assert [row.changes["dealValue"][1:] for row in rows if "dealValue" in row.changes] == [
         [130000, "partner_center"]], rows
+
+
+def test_a_sync_whose_salesforce_write_fails_for_good_after_its_patch_logs_the_patch_before_the_retry(
+        sync_world: SyncWorld, azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The referral took the seller's deal value, then Salesforce failed the opportunity's update past its
+    retries. Only a lost race carried the patch; this failure carried nothing, and the retry found the deal
+    value in Partner Center (the announced write, landed) and said "no change": no sync log line named it."""
+    from shared.errors import Unavailable
+    from shared.sync.processor import process_opportunity
+
+    services = world_services(sync_world, azurite, monkeypatch)
+    opportunity_id, referral_id = _linked_pair(sync_world)
+    sync_world.sf.update("Opportunity", opportunity_id, {"Amount": 130000})
+    engine, update = sync_world.engine, sync_world.engine.sf.update
+
+    def salesforce_is_down(*args: Any, **kwargs: Any) -> Any:
+        raise Unavailable("Salesforce answered 503 after the retries")
+
+    engine.sf.update = salesforce_is_down  # type: ignore[method-assign]
+    assert process_opportunity(services, {"opportunity_id": opportunity_id}) is None  # failed: retried later
+    engine.sf.update = update  # type: ignore[method-assign]
+    assert sync_world.referral(referral_id)["details"]["dealValue"] == 130000
+    process_opportunity(services, {"opportunity_id": opportunity_id, "attempt": 1})
+
+    rows = [row for row in sync_world.store.synclog.recent() if "dealValue" in row.changes]
+    assert [(row.outcome, row.changes["dealValue"][1:]) for row in rows] == [
+        (SyncOutcome.UPDATED, [130000, "partner_center"])], rows

@@ -284,8 +284,11 @@ class SyncEngine:
             self._note_request(report, self.pc.last_request_id)
         try:
             self._write_opportunity(link.opportunity_id, plan, state)
-        except Conflict as exc:
-            if plan.patches:  # Partner Center has them: the re-merge counts them as ours, the sync log shows them
+        except Exception as exc:  # noqa: BLE001 - re-raised, with the patches that landed before it
+            # Partner Center has them: the re-merge after a lost race counts them as ours, and the sync log
+            # shows them (after any other failure the processor logs them before the retry, which finds
+            # them done and names none).
+            if plan.patches:
                 sent = {"partner_center": pending_writes(plan).get("partner_center", {})}
                 exc.written = sent  # type: ignore[attr-defined]
                 exc.report = replace(report, direction=SF_TO_PC, changes={  # type: ignore[attr-defined]
