@@ -35,8 +35,8 @@ import azure.functions.timer as func_timer
 from sandbox import ncrontab
 from sandbox.host_config import HostConfig, resolve_settings
 from sandbox.host_http import HttpFrontEnd, Route
-from sandbox.host_index import (HTTP, QUEUE, TIMER, HostedFunction, index_app, invoke, log_invocation,
-                                refuse_what_azure_refuses)
+from sandbox.host_index import (HTTP, QUEUE, TIMER, HostedFunction, Worker, index_app, log_invocation,
+                                refuse_what_azure_refuses, worker_threads)
 from sandbox.host_queues import QueuePoller, connection_string
 from shared.errors import ConfigError, ConnectorError
 from shared.settings import load_local_settings
@@ -53,8 +53,10 @@ class TimerRunner:
     """Fires one timer-triggered function on its schedule, one invocation at a time (as the real host,
     which holds a singleton lock per timer)."""
 
-    def __init__(self, function: HostedFunction, schedule: ncrontab.Schedule, *, run_on_startup: bool) -> None:
+    def __init__(self, function: HostedFunction, schedule: ncrontab.Schedule, *, run_on_startup: bool,
+                 worker: Worker) -> None:
         self.function = function
+        self._worker = worker
         self.schedule = schedule
         self.run_on_startup = run_on_startup
         self._stop = threading.Event()
@@ -85,7 +87,7 @@ class TimerRunner:
         return not self._stop.is_set()
 
     def _fire(self, *, past_due: bool) -> None:
-        outcome = invoke(self.function, func_timer.TimerRequest(past_due=past_due))
+        outcome = self._worker.invoke(self.function, func_timer.TimerRequest(past_due=past_due))
         log_invocation(self.function, outcome, self.schedule.expression + (" past due" if past_due else ""))
 
 
@@ -123,6 +125,7 @@ class FunctionHost:
         self._timers: list[TimerRunner] = []
         self._pollers: list[QueuePoller] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._worker: Worker | None = None
         self.disabled: list[str] = []
 
     @classmethod
@@ -157,24 +160,25 @@ class FunctionHost:
         indexed = index_app(self.app)
         functions = [f for f in indexed if not disabled(f.name, env)]
         self.disabled = [f.name for f in indexed if f not in functions]
+        worker = self._worker = Worker(worker_threads(env))
         try:
             routes = [Route.compile(f, self.config.route_prefix) for f in functions if f.kind == HTTP]
-            self._timers = [self._timer(f, env) for f in functions if f.kind == TIMER]
+            self._timers = [self._timer(f, env, worker) for f in functions if f.kind == TIMER]
             queue_functions = [f for f in functions if f.kind == QUEUE]
             if queue_functions:
                 self._executor = ThreadPoolExecutor(
                     max_workers=self.config.queues.batch_size * len(queue_functions), thread_name_prefix="host-invoke")
-                self._pollers = [self._poller(f, env, self._executor) for f in queue_functions]
+                self._pollers = [self._poller(f, env, self._executor, worker) for f in queue_functions]
             for poller in self._pollers:
                 poller.prepare()
             self._front_end = HttpFrontEnd(routes, port=self._port, bind=self._bind,
-                                           function_key=env.get(FUNCTION_KEY_SETTING) or None)
+                                           function_key=env.get(FUNCTION_KEY_SETTING) or None, worker=worker)
         except ConnectorError:
             self._release()
             raise
         self._front_end.start()
-        for worker in (*self._timers, *self._pollers):
-            worker.start()
+        for trigger in (*self._timers, *self._pollers):
+            trigger.start()
         self._log_functions(routes)
         return self
 
@@ -182,29 +186,33 @@ class FunctionHost:
         """Stop the server, timers and pollers and wait for invocations in flight; safe to call twice."""
         if self._front_end is not None:
             self._front_end.stop()
-        for worker in (*self._timers, *self._pollers):
-            worker.stop()
+        for trigger in (*self._timers, *self._pollers):
+            trigger.stop()
         self._release()
 
     def _release(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
-    def _timer(self, function: HostedFunction, env: Mapping[str, str]) -> TimerRunner:
+    def _timer(self, function: HostedFunction, env: Mapping[str, str], worker: Worker) -> TimerRunner:
         expression = resolve_settings(function.trigger.schedule, env, f"the schedule of {function.name}")
         try:
             schedule = ncrontab.parse(expression)
             schedule.next_after(_now())
         except ncrontab.CronError as exc:
             raise ConfigError(f"function {function.name}: {exc}") from None
-        return TimerRunner(function, schedule, run_on_startup=bool(function.trigger.run_on_startup))
+        return TimerRunner(function, schedule, run_on_startup=bool(function.trigger.run_on_startup), worker=worker)
 
-    def _poller(self, function: HostedFunction, env: Mapping[str, str], executor: ThreadPoolExecutor) -> QueuePoller:
+    def _poller(self, function: HostedFunction, env: Mapping[str, str], executor: ThreadPoolExecutor,
+                worker: Worker) -> QueuePoller:
         queue_name = resolve_settings(function.trigger.queue_name, env, f"the queue name of {function.name}")
         connection = connection_string(function.trigger.connection, env, function.name)
         return QueuePoller(function, queue_name=queue_name, connection=connection, options=self.config.queues,
-                           executor=executor)
+                           executor=executor, worker=worker)
 
     def _log_functions(self, routes: list[Route]) -> None:
         lines = [f"  {route.function.name}: {route.describe(self.url)}" for route in routes]

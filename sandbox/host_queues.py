@@ -22,7 +22,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import LinearRetry, QueueClient, QueueMessage, QueueServiceClient
 
 from sandbox.host_config import QueueOptions
-from sandbox.host_index import HostedFunction, invoke, log_invocation
+from sandbox.host_index import HostedFunction, Worker, log_invocation
 from shared.errors import ConfigError, Unavailable
 
 log = logging.getLogger("sandbox.host")
@@ -59,11 +59,12 @@ class QueuePoller:
     """Runs one queue-triggered function against one queue until `stop()`.
 
     Args:
-        executor: where a batch's invocations run, in parallel; shared by all pollers of the host.
+        executor: where a batch's messages are handed to the worker, in parallel; shared by all pollers.
+        worker: where the function runs.
     """
 
     def __init__(self, function: HostedFunction, *, queue_name: str, connection: str, options: QueueOptions,
-                 executor: Executor) -> None:
+                 executor: Executor, worker: Worker) -> None:
         if not _QUEUE_NAME.match(queue_name):
             raise ConfigError(f"function {function.name}: {queue_name!r} is not a valid queue name "
                               "(3-63 lower-case letters, digits and single hyphens)")
@@ -71,6 +72,7 @@ class QueuePoller:
         self.queue_name = queue_name
         self.options = options
         self._executor = executor
+        self._worker = worker
         try:
             service = QueueServiceClient.from_connection_string(
                 connection, retry_policy=LinearRetry(backoff=1, retry_total=2, random_jitter_range=1), connection_timeout=5)
@@ -141,7 +143,7 @@ class QueuePoller:
         if body is None:
             self._settle(self._to_poison, message, "its body is not base64 (host.json messageEncoding is base64)")
             return
-        outcome = invoke(self.function, func_queue.QueueMessage(
+        outcome = self._worker.invoke(self.function, func_queue.QueueMessage(
             id=message.id, body=body, pop_receipt=message.pop_receipt, dequeue_count=message.dequeue_count,
             insertion_time=message.inserted_on, expiration_time=message.expires_on,
             time_next_visible=message.next_visible_on))
