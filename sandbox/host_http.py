@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
 
-from sandbox.host_index import HostedFunction, invoke, log_invocation
+from sandbox.host_index import HostedFunction, Worker, log_invocation
 from shared.errors import ConfigError, Unavailable
 
 log = logging.getLogger("sandbox.host")
@@ -90,11 +91,14 @@ class HttpFrontEnd:
     Args:
         function_key: when set, function- and admin-level routes need it (`?code=` or `x-functions-key`;
             there is no separate master key locally); when None, keys are not checked, as under `func start`.
+        worker: where the functions run.
     """
 
-    def __init__(self, routes: Sequence[Route], *, port: int, bind: str, function_key: str | None) -> None:
+    def __init__(self, routes: Sequence[Route], *, port: int, bind: str, function_key: str | None,
+                 worker: Worker) -> None:
         self.routes = sorted(routes, key=lambda route: route.rank)
         self.function_key = function_key
+        self.worker = worker
         try:
             self._server = _Server((bind, port), _Handler)
         except OSError as exc:
@@ -116,6 +120,7 @@ class HttpFrontEnd:
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join()
+        self._server.end_keep_alive()
         self._server.server_close()
 
     def respond(self, method: str, raw_path: str, headers: dict[str, str], body: bytes,
@@ -152,7 +157,7 @@ class HttpFrontEnd:
     def _run(self, route: Route, method: str, path: str, url: str, headers: dict[str, str],
              params: dict[str, str], route_params: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         request = func.HttpRequest(method, url, headers=headers, params=params, route_params=route_params, body=body)
-        outcome = invoke(route.function, request)
+        outcome = self.worker.invoke(route.function, request)
         status, response_headers, response_body = 500, {}, b"Internal Server Error: the function failed (see the host log)"
         if outcome.error is None:
             status, response_headers, response_body = _http_response(outcome.result)
@@ -190,13 +195,45 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 512
     front_end: HttpFrontEnd
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def end_keep_alive(self) -> None:
+        """Make every connection's wait for a next request end now (a request being answered still gets its
+        answer), so that `server_close()` need not wait out idle kept-alive connections."""
+        with self._connections_lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RD)
+                except OSError:  # the client has closed it already
+                    pass
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    # Keep-alive, as Kestrel in front of the real host: a sender that reuses its connection (Partner Center's
+    # deliveries, a burst's 50 senders) does not pay a TCP handshake and a new thread for every request.
+    protocol_version = "HTTP/1.1"
     timeout = 30  # a client that connects and sends nothing cannot hold shutdown forever
 
     def _handle(self) -> None:
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.send_error(400, "Bad Request", "the chunked body is malformed")
+            return
         host, port = self.server.server_address[:2]
         status, headers, payload = self.server.front_end.respond(
             self.command, self.path, dict(self.headers.items()), body, f"http://{host}:{port}")
@@ -211,7 +248,21 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
     def _read_body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        """The body, by Content-Length or chunked (read to its end either way: on a kept-alive connection, unread
+        bytes would be taken for the next request).
+
+        Raises:
+            ValueError: a chunk size that is not hexadecimal.
+        """
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()  # the CRLF after the chunk
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers, up to the empty line
+            pass
+        return b"".join(chunks)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Silenced: each invocation already logs one line, without the query string (it may hold a key)."""
