@@ -8,6 +8,7 @@ fixture, i.e. `python -m sandbox.host` as a process, as developers and the other
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import threading
 import time
@@ -160,6 +161,56 @@ def test_the_key_never_reaches_the_log(keyed_host: FunctionHost, caplog: pytest.
     assert any("Executed item" in m and "GET /api/items/7" in m for m in messages)
     assert any("-> 401" in m for m in messages)
     assert not any(KEY in m or "guess" in m for m in messages)
+
+
+def test_a_connection_is_kept_alive_and_a_chunked_body_is_read_whole(keyed_host: FunctionHost) -> None:
+    """HTTP/1.1 as Kestrel serves it: several requests on one connection, Content-Length or chunked bodies."""
+    connection = http.client.HTTPConnection("127.0.0.1", int(keyed_host.url.rsplit(":", 1)[1]), timeout=5)
+    try:
+        connection.request("GET", "/api/hello/Ada")
+        first = connection.getresponse()
+        assert (first.status, first.read(), first.will_close) == (200, b"Hello, Ada", False)
+        local_port = connection.sock.getsockname()[1]
+        connection.request("POST", "/api/echo", body=iter([b"two ", b"chunks"]), encode_chunked=True)
+        echoed = connection.getresponse()
+        assert (echoed.status, echoed.read()) == (201, b"two chunks")
+        connection.request("GET", "/api/hello/Grace")  # nothing of the chunked body was left unread
+        assert connection.getresponse().read() == b"Hello, Grace"
+        assert connection.sock.getsockname()[1] == local_port, "every request went over the first connection"
+    finally:
+        connection.close()
+
+
+def test_stop_does_not_wait_for_an_idle_kept_alive_connection(
+        sample_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    before = set(threading.enumerate())
+    host = FunctionHost(sample_app).start()
+    connection = http.client.HTTPConnection("127.0.0.1", int(host.url.rsplit(":", 1)[1]), timeout=5)
+    connection.request("GET", "/api/hello/x")
+    assert connection.getresponse().read() == b"Hello, x"  # the connection stays open, its thread waiting
+    started = time.monotonic()
+    host.stop()
+    assert time.monotonic() - started < 3, "stop waited for the kept-alive connection's 30 s timeout"
+    assert set(threading.enumerate()) - before == set()
+    connection.close()
+
+
+def test_sync_functions_share_the_workers_pool_of_python_threadpool_thread_count(
+        function_host: Callable[..., Any], azurite: str, tmp_path: Path) -> None:
+    """As the Python worker: every sync invocation runs on one pool of PYTHON_THREADPOOL_THREAD_COUNT threads,
+    however many messages a batch hands over at once."""
+    queue = unique_queue()
+    client = queue_client(azurite, queue)
+    client.create_queue()
+    for n in range(6):
+        client.send_message(f"slow-{n}")
+    host = function_host(SAMPLE, env={**sample_env(tmp_path, queue), "PYTHON_THREADPOOL_THREAD_COUNT": "2"},
+                         host_json=FAST_QUEUES)
+    done = wait_until(lambda: len(found := records(tmp_path, "work")) >= 6 and found, what="six messages")
+    assert host.stop() == 0
+    assert len({r["thread"] for r in done}) == 2
+    overlapping = max(sum(1 for other in done if other["started"] <= r["started"] < other["at"]) for r in done)
+    assert overlapping == 2, "never more than two invocations at once"
 
 
 def test_without_a_key_setting_function_routes_are_open(function_host: Callable[..., Any], tmp_path: Path) -> None:
