@@ -11,6 +11,7 @@ import base64
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,10 +23,10 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from sandbox.azurite import ACCOUNT, AZURITE_BIN, free_port
 from sandbox.ca import SandboxCA
-from shared.errors import ConfigError
+from shared.errors import ConfigError, Unavailable
 from shared.settings import Settings
 from shared.store import REFERRAL_QUEUE, QueueSender, Store
-from shared.store.connection import StorageTarget, storage_credential, storage_target
+from shared.store.connection import StorageTarget, storage_credential, storage_target, transport_options
 
 CONNECTION_STRING = "DefaultEndpointsProtocol=https;AccountName=cosell;AccountKey=a2V5;EndpointSuffix=core.windows.net"
 HOST_CONNECTION_STRING = "DefaultEndpointsProtocol=https;AccountName=host;AccountKey=aG9zdA==;EndpointSuffix=core.net"
@@ -194,3 +195,68 @@ def test_that_azurite_really_refuses_requests_without_a_token(oauth_azurite: dic
     answer = requests.get(f"https://127.0.0.1:{oauth_azurite['table']}/{ACCOUNT}/Tables", timeout=10,
                           headers={"Accept": "application/json;odata=nometadata", "x-ms-version": "2019-02-02"})
     assert answer.status_code in (401, 403)
+
+
+# --- the environment's network settings: read once, when a client is made ------------------------------------
+
+def test_the_proxy_and_ca_bundle_for_an_endpoint_are_read_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:8080")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/inspecting-proxy.pem")
+    options = transport_options("https://cosell.queue.core.windows.net")
+    assert options["use_env_settings"] is False  # requests would read all of this again for every call
+    assert options["proxies"]["https"] == "http://proxy.example:8080"
+    assert options["connection_verify"] == "/etc/ssl/inspecting-proxy.pem"
+    assert "proxies" not in transport_options("https://store.internal.example")  # NO_PROXY honoured
+
+
+class _Proxy:
+    """A forward proxy that answers 503 to everything and remembers the request lines it saw."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            with connection:
+                request = connection.recv(65536).decode("latin-1")
+                self.seen.append(request.split("\r\n", 1)[0])
+                connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_queue_sender_uses_the_proxy_of_its_creation_and_reads_no_environment_after(
+        azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = _Proxy()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        proxied = QueueSender.from_connection_string(azurite)
+        monkeypatch.delenv("http_proxy")
+        direct = QueueSender.from_connection_string(azurite)
+        monkeypatch.setenv("http_proxy", proxy.url)  # set again: a sender made without it must not notice
+
+        direct.send(REFERRAL_QUEUE, {"referral_id": "direct"})
+        assert proxy.seen == []
+        with pytest.raises(Unavailable):
+            proxied.send(REFERRAL_QUEUE, {"referral_id": "proxied"})
+        assert proxy.seen and all(line.startswith("POST http://127.0.0.1:") for line in proxy.seen)
+    finally:
+        proxy.close()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from azure.data.tables import TableServiceClient
 
 from shared.models.records import CreateClaim, CreateIntent, Cursor, DeadLetter, IntentStatus, StatusDoc, SyncState
-from shared.store.connection import storage_credential, storage_target
+from shared.store.connection import storage_credential, storage_target, transport_options
 from shared.store.links import LinkStore
 from shared.store.secrets import SecretStore
 from shared.store.synclog import SyncLogStore
@@ -50,7 +50,9 @@ class Store:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, *, prefix: str = "") -> Store:
-        return cls(TableServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS), prefix=prefix)
+        endpoint = TableServiceClient.from_connection_string(connection_string).url  # parsed: no request made
+        return cls(TableServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS,
+                                                             **transport_options(endpoint)), prefix=prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -58,4 +60,5 @@ class Store:
         target = storage_target(settings)
         if target.connection_string is not None:
             return cls.from_connection_string(target.connection_string)
-        return cls(TableServiceClient(endpoint=target.table_url, credential=storage_credential(), **_CLIENT_OPTIONS))
+        return cls(TableServiceClient(endpoint=target.table_url, credential=storage_credential(), **_CLIENT_OPTIONS,
+                                      **transport_options(target.table_url)))

@@ -13,10 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from requests.utils import get_environ_proxies
 
 from shared.errors import ConfigError
 
@@ -94,6 +97,23 @@ def storage_credential() -> TokenCredential:
     return DefaultAzureCredential()
 
 
+def transport_options(endpoint: str) -> dict[str, Any]:
+    """The environment's network settings for a Storage client, read once, when the client is made.
+
+    Why: left to itself, requests reads them again for every call (HTTP(S)_PROXY and NO_PROXY by walking all of
+    `os.environ` twice, the CA bundle, ~/.netrc): measured, 0.5 of a queue message's 2.7 ms of CPU in the webhook
+    receiver. The proxy that applies to `endpoint` (NO_PROXY honoured) and a `REQUESTS_CA_BUNDLE` or
+    `CURL_CA_BUNDLE` are passed on as the transport's own settings; ~/.netrc credentials never belong on a
+    storage request.
+    """
+    options: dict[str, Any] = {"use_env_settings": False}
+    if proxies := get_environ_proxies(endpoint):
+        options["proxies"] = proxies
+    if bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+        options["connection_verify"] = bundle
+    return options
+
+
 def _secret(value: object) -> str:
     getter = getattr(value, "get_secret_value", None)
     return (getter() if getter else str(value or "")).strip()
@@ -133,4 +153,4 @@ def _https_endpoint(setting: str, url: str) -> str:
     return url.rstrip("/")
 
 
-__all__ = ["StorageTarget", "storage_credential", "storage_target"]
+__all__ = ["StorageTarget", "storage_credential", "storage_target", "transport_options"]

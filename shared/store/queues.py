@@ -20,7 +20,7 @@ from azure.core.exceptions import (
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.errors import Unavailable
-from shared.store.connection import storage_credential, storage_target
+from shared.store.connection import storage_credential, storage_target, transport_options
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -30,12 +30,12 @@ OPPORTUNITY_QUEUE = "opportunity-changes"
 FORWARD_QUEUE = "webhook-forward"
 
 
-def _client_options() -> dict[str, Any]:
+def _client_options(endpoint: str) -> dict[str, Any]:
     """Fail within about two seconds when the queue cannot be reached. Why: the webhook receiver must answer
     Partner Center quickly (503: it delivers again later), and the storage SDK's default retry waits 15 s, then
     18 s, then 24 s (`retry_backoff_factor` does not change that; only a `retry_policy` does)."""
     return {"retry_policy": LinearRetry(backoff=0.5, retry_total=2, random_jitter_range=0.25),
-            "connection_timeout": 2, "read_timeout": 10}
+            "connection_timeout": 2, "read_timeout": 10, **transport_options(endpoint)}
 
 
 class QueueSender:
@@ -48,7 +48,8 @@ class QueueSender:
 
     @classmethod
     def from_connection_string(cls, connection_string: str) -> QueueSender:
-        return cls(QueueServiceClient.from_connection_string(connection_string, **_client_options()))
+        endpoint = QueueServiceClient.from_connection_string(connection_string).url  # parsed: no request made
+        return cls(QueueServiceClient.from_connection_string(connection_string, **_client_options(endpoint)))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueSender:
@@ -56,7 +57,8 @@ class QueueSender:
         target = storage_target(settings)
         if target.connection_string is not None:
             return cls.from_connection_string(target.connection_string)
-        return cls(QueueServiceClient(target.queue_url, credential=storage_credential(), **_client_options()))
+        return cls(QueueServiceClient(target.queue_url, credential=storage_credential(),
+                                      **_client_options(target.queue_url)))
 
     def _client(self, queue: str) -> QueueClient:
         with self._lock:
