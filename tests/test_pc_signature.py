@@ -15,6 +15,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from sandbox.ca import IssuedCert, SandboxCA, self_signed
 from sandbox.partner_center import PartnerCenterSim
+from shared.partner_center import signature
 from shared.partner_center.signature import SignatureRejected, WebhookVerifier, host_allowed, trusted_roots
 
 BODY = json.dumps({"EventName": "referral-updated", "ResourceUri": "https://x/engagements/v1/referrals/abc",
@@ -226,3 +227,26 @@ def test_a_failed_fetch_is_shared_by_the_burst_and_the_next_delivery_tries_again
     assert attempt(0) in reasons
     assert verifier._session.fetches == fetches + 1  # type: ignore[attr-defined]
     assert not verifier._fetching
+
+
+def test_a_burst_builds_the_chain_once_and_an_expired_leaf_is_still_refused(
+        pc_sim: PartnerCenterSim, sandbox_ca: SandboxCA, monkeypatch: pytest.MonkeyPatch) -> None:
+    builds = []
+
+    def counting_policy_builder() -> signature.PolicyBuilder:
+        builds.append(1)
+        return real_policy_builder()
+
+    real_policy_builder = signature.PolicyBuilder
+    monkeypatch.setattr(signature, "PolicyBuilder", counting_policy_builder)
+    now = [dt.datetime.now(dt.timezone.utc)]
+    verifier = WebhookVerifier(allowed_hosts=["127.0.0.1"], roots=trusted_roots(str(sandbox_ca.ca_pem_path)),
+                               clock=lambda: now[0])
+    headers = signed_headers(pc_sim.signer, pc_sim.cert_url)
+    for _ in range(20):
+        verifier.verify(BODY, headers)
+    assert len(builds) == 1
+
+    now[0] = pc_sim.signer.cert.not_valid_after_utc + dt.timedelta(seconds=1)
+    _expect(verifier, headers, "expired or not yet valid")
+    assert len(builds) == 1  # refused by the validity check, before any chain is built

@@ -16,7 +16,8 @@ for it), `X-MS-Signature-Algorithm: rsa-sha256` and `X-MS-Certificate-Url`. A de
 4. the RSA-SHA256 (PKCS#1 v1.5) signature over the exact raw body verifies with its public key.
 
 Certificates are cached by URL (a day), and fetched once however many deliveries ask at the same time (the
-first of a burst fetches, the others wait for its answer), so a burst of events costs one fetch. Anything else raises
+first of a burst fetches, the others wait for its answer), so a burst of events costs one fetch; the chain
+built for a certificate is kept for as long as every certificate in it is valid, so it is built once too. Anything else raises
 `SignatureRejected` with a short reason that is safe to return to the caller.
 """
 
@@ -43,7 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import ClientVerifier, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from shared.errors import ConfigError, InvalidInput
 from shared.partner_center.transport import TimeoutSession
@@ -137,6 +138,9 @@ class WebhookVerifier:
         self._cache: dict[str, tuple[float, list[x509.Certificate]]] = {}
         self._fetching: dict[str, Future[list[x509.Certificate]]] = {}
         """The fetches under way, by URL (only while they run: bounded by the deliveries in flight)."""
+        self._chains: dict[bytes, tuple[dt.datetime, dt.datetime]] = {}
+        """Leaves whose chain to a trusted root was built, by SHA-256 fingerprint: from when to when that chain
+        holds (only trusted ones: bounded by the certificates Microsoft signs with)."""
         self._lock = threading.Lock()
 
     @classmethod
@@ -246,7 +250,14 @@ class WebhookVerifier:
             raise SignatureRejected("certificate could not be fetched") from None
 
     def _check_chain(self, leaf: x509.Certificate, intermediates: list[x509.Certificate]) -> None:
+        """Path validation to a trusted root, once a leaf: the chain it built holds for as long as every certificate
+        in it is valid (nothing else in the check depends on time), so a burst of deliveries signed with one
+        certificate builds it once. Path validation was the receiver's largest share of CPU after the queue."""
         now = self._clock()
+        fingerprint = leaf.fingerprint(hashes.SHA256())
+        window = self._chains.get(fingerprint)
+        if window is not None and window[0] <= now <= window[1]:
+            return
         if now > leaf.not_valid_after_utc or now < leaf.not_valid_before_utc:
             raise SignatureRejected("certificate is expired or not yet valid")
         verifier = (
@@ -257,14 +268,17 @@ class WebhookVerifier:
             .build_client_verifier()
         )
         try:
-            verifier.verify(leaf, intermediates)
-            return
+            chain = verifier.verify(leaf, intermediates).chain
         except VerificationError:
-            fetched = self._aia_issuers(leaf)
-        if fetched:
+            chain = self._verify_with_aia(verifier, leaf, intermediates)
+        self._chains[fingerprint] = (max(c.not_valid_before_utc for c in chain),
+                                     min(c.not_valid_after_utc for c in chain))
+
+    def _verify_with_aia(self, verifier: ClientVerifier, leaf: x509.Certificate,
+                         intermediates: list[x509.Certificate]) -> list[x509.Certificate]:
+        if fetched := self._aia_issuers(leaf):
             try:
-                verifier.verify(leaf, intermediates + fetched)
-                return
+                return verifier.verify(leaf, intermediates + fetched).chain
             except VerificationError:
                 pass
         raise SignatureRejected("certificate does not chain to a trusted root")
