@@ -80,8 +80,10 @@ class Azurite:
         if not AZURITE_BIN.exists():
             raise ConfigError(f"Azurite is not installed at {AZURITE_BIN}: run `npm install` (make does it for you)")
         self._process = subprocess.Popen(
+            # --disableTelemetry: Azurite 3.35 collects usage telemetry for Microsoft unless told not to; a sandbox
+            # with nothing to configure must not send anything anywhere (and here no network is reachable).
             [str(AZURITE_BIN), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
-             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
+             "--disableTelemetry", "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
              "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
              "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=self._workdir.name,

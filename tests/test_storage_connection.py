@@ -140,7 +140,7 @@ def oauth_azurite(sandbox_ca: SandboxCA, tmp_path_factory: pytest.TempPathFactor
     ports = {"queue": free_port(), "table": free_port()}
     process = subprocess.Popen(
         [str(AZURITE_BIN), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
-         "--oauth", "basic", "--cert", str(workdir / "cert.pem"), "--key", str(workdir / "key.pem"),
+         "--disableTelemetry", "--oauth", "basic", "--cert", str(workdir / "cert.pem"), "--key", str(workdir / "key.pem"),
          "--blobHost", "127.0.0.1", "--blobPort", str(free_port()),
          "--queueHost", "127.0.0.1", "--queuePort", str(ports["queue"]),
          "--tableHost", "127.0.0.1", "--tablePort", str(ports["table"])],
