@@ -140,7 +140,8 @@ def oauth_azurite(sandbox_ca: SandboxCA, tmp_path_factory: pytest.TempPathFactor
     ports = {"queue": free_port(), "table": free_port()}
     process = subprocess.Popen(
         [str(AZURITE_BIN), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
-         "--disableTelemetry", "--oauth", "basic", "--cert", str(workdir / "cert.pem"), "--key", str(workdir / "key.pem"),
+         "--disableTelemetry", "--oauth", "basic",
+         "--cert", str(workdir / "cert.pem"), "--key", str(workdir / "key.pem"),
          "--blobHost", "127.0.0.1", "--blobPort", str(free_port()),
          "--queueHost", "127.0.0.1", "--queuePort", str(ports["queue"]),
          "--tableHost", "127.0.0.1", "--tablePort", str(ports["table"])],
@@ -235,7 +236,8 @@ class _Proxy:
             with connection:
                 request = connection.recv(65536).decode("latin-1")
                 self.seen.append(request.split("\r\n", 1)[0])
-                connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                   b"Connection: close\r\n\r\n")
 
     def close(self) -> None:
         self.server.close()

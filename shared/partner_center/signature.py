@@ -17,8 +17,8 @@ for it), `X-MS-Signature-Algorithm: rsa-sha256` and `X-MS-Certificate-Url`. A de
 
 Certificates are cached by URL (a day), and fetched once however many deliveries ask at the same time (the
 first of a burst fetches, the others wait for its answer), so a burst of events costs one fetch; the chain
-built for a certificate is kept for as long as every certificate in it is valid, so it is built once too. Anything else raises
-`SignatureRejected` with a short reason that is safe to return to the caller.
+built for a certificate is kept for as long as every certificate in it is valid, so it is built once too.
+Anything else raises `SignatureRejected` with a short reason that is safe to return to the caller.
 """
 
 from __future__ import annotations
