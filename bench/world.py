@@ -94,7 +94,9 @@ class BenchWorld:
                         "AzureWebJobsStorage": self.azurite.connection_string,
                         # The queue triggers name COSELL_STORAGE, which the host does not default.
                         "COSELL_STORAGE": self.azurite.connection_string,
-                        "COSELL_MAPPING_FILE": str(ROOT / "mappings" / "salesforce.json")}
+                        "COSELL_MAPPING_FILE": str(ROOT / "mappings" / "salesforce.json"),
+                        # The worker's thread pool as infra/main.bicep deploys it (Python's default is CPUs + 4).
+                        "PYTHON_THREADPOOL_THREAD_COUNT": "16"}
             for name in [n for n in os.environ if n.startswith(_CONNECTOR_PREFIXES)]:
                 del os.environ[name]
             os.environ.update(self.env)  # this process's clients reach the same simulators and storage

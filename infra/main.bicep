@@ -307,10 +307,15 @@ var hostStorageSettings = isConsumption ? {
 
 // Flex Consumption takes the runtime from functionAppConfig and refuses these settings; the other plans
 // need them, plus the Azure Files share that holds the code (key-based: Azure Files offers no identity
-// connection for it).
+// connection for it). On those plans every function shares an instance's Python worker, whose pool of
+// threads is min(32, CPUs + 4) by default: 5 or 6 on a small instance. The syncs mostly wait on Partner
+// Center and Salesforce, and Salesforce's outbound-message acks waited behind them ("Improve throughput
+// performance of Python apps": raise PYTHON_THREADPOOL_THREAD_COUNT for I/O-bound work). Flex scales HTTP
+// functions on instances of their own, apart from the queue functions.
 var planSettings = isFlex ? {} : {
   FUNCTIONS_EXTENSION_VERSION: '~4'
   FUNCTIONS_WORKER_RUNTIME: 'python'
+  PYTHON_THREADPOOL_THREAD_COUNT: '16'
   WEBSITE_CONTENTAZUREFILECONNECTIONSTRING: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}'
   WEBSITE_CONTENTSHARE: take(toLower(appName), 63)
 }

@@ -167,6 +167,7 @@ class Sandbox:
         assert self.azurite and self.pc and self.sf
         return {
             "FUNCTIONS_WORKER_RUNTIME": "python",
+            "PYTHON_THREADPOOL_THREAD_COUNT": "16",  # as infra/main.bicep sets it: the syncs wait on I/O
             "AzureWebJobsFeatureFlags": "EnableWorkerIndexing",
             "AzureWebJobsStorage": self.azurite.connection_string,
             "COSELL_STORAGE": self.azurite.connection_string,  # the queue triggers' connection: no default

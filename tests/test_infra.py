@@ -40,6 +40,7 @@ PLATFORM = {
     "AzureWebJobsStorage", "AzureWebJobsStorage__accountName", "FUNCTIONS_EXTENSION_VERSION",
     "FUNCTIONS_WORKER_RUNTIME", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE",
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
+    "PYTHON_THREADPOOL_THREAD_COUNT",
 }
 ROLE = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
@@ -184,6 +185,9 @@ def test_flex_consumption_gets_no_runtime_settings_and_the_other_plans_do() -> N
     assert plan["operands"]["true_value"] == {}
     other = plan["operands"]["false_value"]
     assert other["FUNCTIONS_WORKER_RUNTIME"] == "python" and other["FUNCTIONS_EXTENSION_VERSION"] == "~4"
+    # The worker's thread pool sized for I/O-bound syncs, as local.settings.example.json and the sandbox set it.
+    local = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    assert unquote(other["PYTHON_THREADPOOL_THREAD_COUNT"]) == local["PYTHON_THREADPOOL_THREAD_COUNT"] == "16"
 
 
 def test_secrets_reach_the_app_only_as_key_vault_references() -> None:
