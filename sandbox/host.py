@@ -35,8 +35,8 @@ import azure.functions.timer as func_timer
 from sandbox import ncrontab
 from sandbox.host_config import HostConfig, resolve_settings
 from sandbox.host_http import HttpFrontEnd, Route
-from sandbox.host_index import (HTTP, QUEUE, TIMER, HostedFunction, Worker, index_app, log_invocation,
-                                refuse_what_azure_refuses, worker_threads)
+from sandbox.host_index import (HTTP, QUEUE, THREAD_COUNT_SETTING, TIMER, HostedFunction, Worker, index_app,
+                                log_invocation, refuse_what_azure_refuses, worker_threads)
 from sandbox.host_queues import QueuePoller, connection_string
 from shared.errors import ConfigError, ConnectorError
 from shared.settings import load_local_settings
@@ -220,7 +220,9 @@ class FunctionHost:
                   + (", runs on startup" if timer.run_on_startup else "") for timer in self._timers]
         lines += [f"  {poller.function.name}: queueTrigger '{poller.queue_name}'" for poller in self._pollers]
         lines += [f"  {name}: disabled ({DISABLED_SETTING.format(name=name)})" for name in self.disabled]
-        log.info("Functions:\n%s", "\n".join(lines))
+        threads = self._worker.threads if self._worker else 0
+        log.info("Functions (sync ones run on %d worker threads, %s):\n%s", threads, THREAD_COUNT_SETTING,
+                 "\n".join(lines))
 
     def __enter__(self) -> FunctionHost:
         return self.start()

@@ -214,6 +214,7 @@ def test_sync_functions_share_the_workers_pool_of_python_threadpool_thread_count
     done = wait_until(lambda: len(found := records(tmp_path, "work")) >= 6 and found, what="six messages")
     assert host.stop() == 0
     assert len({r["thread"] for r in done}) == 2
+    assert "sync ones run on 2 worker threads, PYTHON_THREADPOOL_THREAD_COUNT" in host.log()
     overlapping = max(sum(1 for other in done if other["started"] <= r["started"] < other["at"]) for r in done)
     assert overlapping == 2, "never more than two invocations at once"
 
