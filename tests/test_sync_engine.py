@@ -475,16 +475,15 @@ def _incoming_pair(world: SyncWorld) -> tuple[str, str]:
     return world.store.links.get_by_referral(referral_id).opportunity_id, referral_id
 
 
-def _microsoft_edits_after_the_first_patch(world: SyncWorld, referral_id: str, *,
-                                           meanwhile: Callable[[], None] = lambda: None) -> list[str]:
-    """Make Microsoft edit the referral right after the engine's first PATCH lands, so its next one meets a 412.
+def _after_the_first_patch(world: SyncWorld, then: Callable[[], None]) -> list[str]:
+    """Run `then` right after the engine's first PATCH lands (Microsoft edits, another sync runs, ...).
 
     Returns:
-        Filled as the engine patches: each PATCH's request id, or "Conflict" for one that met the 412.
+        Filled as the engine patches: each PATCH's request id, or "Conflict" for one that met a 412.
     """
     engine, update, answers = world.engine, world.engine.pc.update_referral, []
 
-    def microsoft_edits_after_the_first(*args: Any, **kwargs: Any) -> Any:
+    def then_after_the_first(*args: Any, **kwargs: Any) -> Any:
         try:
             answer = update(*args, **kwargs)
         except Conflict:
@@ -492,12 +491,22 @@ def _microsoft_edits_after_the_first_patch(world: SyncWorld, referral_id: str, *
             raise
         answers.append(engine.pc.last_request_id)
         if len(answers) == 1:
-            world.pc.update_as_microsoft(referral_id, {"details": {"notes": "Microsoft: on it"}})
-            meanwhile()
+            then()
         return answer
 
-    engine.pc.update_referral = microsoft_edits_after_the_first  # type: ignore[method-assign]
+    engine.pc.update_referral = then_after_the_first  # type: ignore[method-assign]
     return answers
+
+
+def _microsoft_edits_after_the_first_patch(world: SyncWorld, referral_id: str, *,
+                                           meanwhile: Callable[[], None] = lambda: None) -> list[str]:
+    """Make Microsoft edit the referral right after the engine's first PATCH lands, so its next one meets a 412."""
+
+    def microsoft_edits() -> None:
+        world.pc.update_as_microsoft(referral_id, {"details": {"notes": "Microsoft: on it"}})
+        meanwhile()
+
+    return _after_the_first_patch(world, microsoft_edits)
 
 
 def test_a_stage_move_whose_second_patch_meets_a_412_reports_the_first_patch_as_landed(
@@ -575,20 +584,8 @@ def test_a_sync_racing_between_the_accept_and_the_win_finishes_the_move_not_undo
     'accepted' put the seller's Closed Won back. Each step the two syncs made is named once between them."""
     opportunity_id, referral_id = _incoming_pair(sync_world)
     sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "Amount": 130000})
-    engine, update, answers, racing = sync_world.engine, sync_world.engine.pc.update_referral, [], []
-
-    def the_accepts_webhook_syncs_before_the_win(*args: Any, **kwargs: Any) -> Any:
-        try:
-            answer = update(*args, **kwargs)
-        except Conflict:
-            answers.append("Conflict")
-            raise
-        answers.append(engine.pc.last_request_id)
-        if len(answers) == 1:
-            racing.append(engine.sync_referral(referral_id))
-        return answer
-
-    engine.pc.update_referral = the_accepts_webhook_syncs_before_the_win  # type: ignore[method-assign]
+    engine, racing = sync_world.engine, []  # the racing sync's report
+    answers = _after_the_first_patch(sync_world, lambda: racing.append(engine.sync_referral(referral_id)))
     report = engine.sync_opportunity(opportunity_id)
 
     referral, opportunity = sync_world.referral(referral_id), sync_world.opportunity(opportunity_id)
