@@ -584,7 +584,8 @@ def test_a_sync_racing_between_the_accept_and_the_win_finishes_the_move_not_undo
     'accepted' put the seller's Closed Won back. Each step the two syncs made is named once between them."""
     opportunity_id, referral_id = _incoming_pair(sync_world)
     sync_world.sf.update("Opportunity", opportunity_id, {"StageName": "Closed Won", "Amount": 130000})
-    engine, racing = sync_world.engine, []  # the racing sync's report
+    engine = sync_world.engine
+    racing: list[SyncReport] = []
     answers = _after_the_first_patch(sync_world, lambda: racing.append(engine.sync_referral(referral_id)))
     report = engine.sync_opportunity(opportunity_id)
 
@@ -592,13 +593,27 @@ def test_a_sync_racing_between_the_accept_and_the_win_finishes_the_move_not_undo
     assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
     assert referral["details"]["dealValue"] == 130000
     assert answers[2:] == ["Conflict"], "the win was sent twice, or the racing sync sent none"
-    reports = [report, *racing]
-    assert all("conflicts" not in each.changes for each in reports), reports
     assert "both sides changed" not in opportunity["Audit__c"], opportunity["Audit__c"]
-    assert _stage_steps([each.changes for each in reports]) == [
-        ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], reports
-    assert [each.changes["dealValue"][1:] for each in reports if "dealValue" in each.changes] == [
-        [130000, "partner_center"]], reports
+    reports = [report, *racing]
+    _assert_each_step_named_once([each.changes for each in reports], reports)
+
+
+def _assert_each_step_named_once(changes: list[dict[str, Any]], shown: object) -> None:
+    """No conflict, and the accept and the win (with the deal value that rode with the accept) named once each."""
+    assert all("conflicts" not in each for each in changes), shown
+    assert _stage_steps(changes) == [
+        ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], shown
+    assert [each["dealValue"][1:] for each in changes if "dealValue" in each] == [[130000, "partner_center"]], shown
+
+
+def _assert_the_retry_won_and_each_step_is_logged_once(world: SyncWorld, referral_id: str, opportunity_id: str,
+                                                       retry: SyncReport | None) -> None:
+    referral, opportunity = world.referral(referral_id), world.opportunity(opportunity_id)
+    assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
+    assert "both sides changed" not in opportunity["Audit__c"], opportunity["Audit__c"]
+    assert retry is not None and retry.outcome is SyncOutcome.UPDATED, retry
+    rows = world.store.synclog.recent()
+    _assert_each_step_named_once([row.changes for row in rows], rows)
 
 
 @pytest.mark.parametrize("status", [503, 400], ids=["unavailable after retries", "invalid input"])
@@ -630,16 +645,7 @@ def test_a_stage_move_whose_win_fails_after_the_accept_landed_logs_the_accept_an
     assert sync_world.opportunity(opportunity_id)["StageName"] == "Closed Won"
     retry = process_opportunity(services, {"opportunity_id": opportunity_id, "attempt": 1})
 
-    referral, opportunity = sync_world.referral(referral_id), sync_world.opportunity(opportunity_id)
-    assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
-    assert retry is not None and retry.outcome is SyncOutcome.UPDATED, retry
-    rows = sync_world.store.synclog.recent()
-    assert all("conflicts" not in row.changes for row in rows), rows
-    assert "both sides changed" not in opportunity["Audit__c"], opportunity["Audit__c"]
-    assert _stage_steps([row.changes for row in rows]) == [
-        ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], rows
-    assert [row.changes["dealValue"][1:] for row in rows if "dealValue" in row.changes] == [
-        [130000, "partner_center"]], rows
+    _assert_the_retry_won_and_each_step_is_logged_once(sync_world, referral_id, opportunity_id, retry)
 
 
 def test_a_win_that_meets_a_412_and_then_fails_for_good_logs_the_accept_before_the_retry(
@@ -668,15 +674,7 @@ def test_a_win_that_meets_a_412_and_then_fails_for_good_logs_the_accept_before_t
     sync_world.pc.server.faults.clear()
     retry = process_opportunity(services, {"opportunity_id": opportunity_id, "attempt": 1})
 
-    referral, opportunity = sync_world.referral(referral_id), sync_world.opportunity(opportunity_id)
-    assert (referral["status"], referral["substatus"], opportunity["StageName"]) == ("Closed", "Won", "Closed Won")
-    assert retry is not None and retry.outcome is SyncOutcome.UPDATED, retry
-    rows = sync_world.store.synclog.recent()
-    assert all("conflicts" not in row.changes for row in rows), rows
-    assert _stage_steps([row.changes for row in rows]) == [
-        ["open", "accepted", "partner_center"], ["accepted", "won", "partner_center"]], rows
-    assert [row.changes["dealValue"][1:] for row in rows if "dealValue" in row.changes] == [
-        [130000, "partner_center"]], rows
+    _assert_the_retry_won_and_each_step_is_logged_once(sync_world, referral_id, opportunity_id, retry)
 
 
 def test_a_sync_whose_salesforce_write_fails_for_good_after_its_patch_logs_the_patch_before_the_retry(
